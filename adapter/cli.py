@@ -1,0 +1,81 @@
+"""The ``ha3-adapter`` command line.
+
+Each command is thin: it parses arguments and calls the package. Errors from the package's
+own family are printed as one line (with their JSON path or offset) and exit non-zero,
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from adapter.errors import AdapterError
+
+app = typer.Typer(help="HA3 image search on OpenSearch or an embedded engine.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+schema_app = typer.Typer(help="HA3 schema tools.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+
+
+def fail(error: AdapterError) -> None:
+    typer.echo(f"error {error.code}: {error}", err=True)
+    raise typer.Exit(code=2)
+
+
+@schema_app.command("convert")
+def schema_convert(
+    schema: Path = typer.Argument(..., help="HA3 schema JSON file (fields + indexs)"),
+    report: bool = typer.Option(False, "--report", help="also print the translation report (stderr)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the index body here instead of stdout"),
+    name: Optional[str] = typer.Option(None, "--name", help="index name (default: the file name)"),
+    shards: int = typer.Option(1, help="number_of_shards"),
+    replicas: int = typer.Option(1, help="number_of_replicas"),
+) -> None:
+    """Print the OpenSearch k-NN index body for an HA3 schema."""
+    from adapter.schema import load_schema_file, translate
+
+    try:
+        spec = load_schema_file(schema, name)
+        translation = translate(spec, shards=shards, replicas=replicas)
+    except AdapterError as exc:
+        fail(exc)
+    text = json.dumps(translation.body, indent=2, ensure_ascii=False)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+        if translation.training_body:
+            train_path = out.with_name(out.stem + ".train.json")
+            train_path.write_text(json.dumps(translation.training_body, indent=2) + "\n", encoding="utf-8")
+            typer.echo(f"wrote {out} and {train_path}", err=True)
+    else:
+        typer.echo(text)
+    if translation.training_body:
+        typer.echo(
+            f"note: Qc maps to a trained faiss IVF model. Before PUT /{translation.index_name}, run\n"
+            f"  POST /_plugins/_knn/models/{translation.model_id}/_train\n"
+            f"  {json.dumps(translation.training_body)}\n"
+            "on a training index holding sample vectors (the adapter's rebuild does this for you).",
+            err=True,
+        )
+    if report:
+        typer.echo(translation.report_text(), err=True)
+
+
+@app.command()
+def demo() -> None:
+    """Convert the seed's schema and print its OpenSearch index body (the full demo follows)."""
+    schema_convert(MAPPINGS_DIR / "image_search_oss.json", report=True, out=None, name=None, shards=1, replicas=1)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

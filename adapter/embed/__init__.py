@@ -1,0 +1,1 @@
+"""Embedding: model registry, image decoding, encoders."""

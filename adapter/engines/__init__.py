@@ -1,0 +1,1 @@
+"""Storage and search engines behind one protocol (engines.base.Engine)."""

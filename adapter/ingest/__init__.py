@@ -1,0 +1,1 @@
+"""Ingest: records → decoded images → vectors → engine, with accounting."""

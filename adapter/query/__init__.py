@@ -1,0 +1,1 @@
+"""Query translation: HA3 query strings and vector-service requests → plans → responses."""

@@ -1,0 +1,1 @@
+"""HA3-compatible HTTP service."""

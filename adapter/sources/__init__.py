@@ -1,0 +1,1 @@
+"""Data sources: object stores and tables that yield records."""

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Install with test extras (and headless Chromium for the browser tests), then run pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q -e '.[test]'
+python3 -m pytest -q
