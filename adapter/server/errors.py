@@ -33,8 +33,9 @@ def request_id(request: Request | None) -> str:
 def error_body(path: str, err: AdapterError, rid: str) -> dict:
     item = err.to_dict()
     if path.startswith("/vector-service") or path.startswith("/network"):
-        return {"errorCode": item["code"], "errorMsg": item["message"], "result": [],
-                "totalCount": 0, "totalTime": 0.0, "requestId": rid}
+        from adapter.query.vector_service import format_vector_error
+
+        return {**format_vector_error(err), "requestId": rid}
     if path.startswith("/update/"):
         return {"status": "FAIL", "errors": [item], "request_id": rid}
     if path.startswith("/openapi/"):
