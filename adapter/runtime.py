@@ -54,25 +54,33 @@ class SecretStore:
         os.replace(tmp, self.path)
 
     def put_spec(self, spec: TableSpec) -> None:
-        """Keep the credentials of every object-store field of ``spec`` (replacing old ones)."""
-        creds: dict[str, dict[str, str]] = {}
+        """Keep every object-store field of ``spec`` with its credentials (replacing old ones)."""
+        stores: dict[str, dict[str, str]] = {}
         for name, store in spec.object_store_fields().items():
             if store.has_credentials:
-                creds[name] = {
+                stores[name] = {
+                    "content_type": store.content_type, "endpoint": store.endpoint, "bucket": store.bucket,
                     "access_key_id": store.access_key_id.get_secret_value() if store.access_key_id else "",
                     "access_key_secret": store.access_key_secret.get_secret_value() if store.access_key_secret else "",
                 }
         with self._lock:
-            if creds:
-                self._data[spec.name] = creds
+            if stores:
+                self._data[spec.name] = stores
             else:
                 self._data.pop(spec.name, None)
             self._write()
 
     def get(self, table: str) -> dict[str, dict[str, str]]:
-        """``{field: {"access_key_id", "access_key_secret"}}`` for ``table`` (may be empty)."""
+        """``{field: {endpoint, bucket, access_key_id, access_key_secret, ...}}`` (may be empty)."""
         with self._lock:
             return {k: dict(v) for k, v in self._data.get(table, {}).items()}
+
+    def object_store(self, table: str, field: str | None = None) -> ObjectStoreSpec | None:
+        """The object store (with credentials) of ``field`` or the table's first stored one;
+        None when the table keeps no credentials (ingest then uses environment credentials)."""
+        stores = self.get(table)
+        entry = stores.get(field) if field else next(iter(stores.values()), None)
+        return ObjectStoreSpec.model_validate(entry) if entry else None
 
     def delete(self, table: str) -> None:
         with self._lock:
@@ -88,7 +96,8 @@ class SecretStore:
         for f in spec.fields:
             c = creds.get(f.name)
             if c and f.object_store is not None:
-                store = ObjectStoreSpec.model_validate({**f.object_store.model_dump(), **c})
+                keys = {k: c[k] for k in ("access_key_id", "access_key_secret") if k in c}
+                store = ObjectStoreSpec.model_validate({**f.object_store.model_dump(), **keys})
                 f = f.model_copy(update={"object_store": store})
             fields.append(f)
         return spec.model_copy(update={"fields": fields})
