@@ -134,14 +134,33 @@ class Runtime:
         self.engine.create_table(spec)
         try:
             self.secrets.put_spec(spec)
+            self._store_schema(spec.name, schema_json)
         except Exception:
             self.engine.drop_table(spec.name)
             raise
         return spec
 
+    def _store_schema(self, name: str, schema_json: str | bytes | dict) -> None:
+        """Keep the uploaded schema (credential values blanked) for later rebuilds."""
+        doc = json.loads(schema_json) if isinstance(schema_json, (str, bytes)) else json.loads(json.dumps(schema_json))
+        for key in ("schema", "table", "index_schema"):
+            if "fields" not in doc and isinstance(doc.get(key), (dict, str)):
+                inner = doc[key]
+                doc = json.loads(inner) if isinstance(inner, str) else inner
+        for field in doc.get("fields", []) if isinstance(doc, dict) else []:
+            params = field.get("user_defined_param") if isinstance(field, dict) else None
+            if isinstance(params, dict):
+                for secret in ("oss_access_key", "oss_secret", "access_key_id", "access_key_secret"):
+                    if secret in params:
+                        params[secret] = ""
+        directory = Path(self.settings.state_dir) / "schemas"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{name}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+
     def drop_table(self, name: str) -> None:
         self.engine.drop_table(name)
         self.secrets.delete(name)
+        (Path(self.settings.state_dir) / "schemas" / f"{name}.json").unlink(missing_ok=True)
 
     def spec(self, table: str) -> TableSpec:
         """The public spec (no credentials). NotFoundError for an unknown table."""
