@@ -299,16 +299,23 @@ def test_text_and_image_content_embedded_with_table_model(data):
     ("query=vec_index:'{v}&n=5'&&aggregate=group_key:cate_id,agg_fun:sum(color)", "unknown aggregate field"),
     ("query=vec_index:'{v}&n=5&search_params={{\"proxima.hnsw.searcher.ef\":-1}}'", "1..100000"),
     ("query=vec_index:'{v}&n=5&search_params={{\"proxima.qc.searcher.scan_ratio\":2}}'", "(0, 1]"),
-    ("query=vec_index:'{v}&n=5'&&cluster=products_xx", "unknown index"),
+    ("query=nope:'{v}&n=5'&&cluster={table}", "unknown index 'nope' in table"),
 ])
 def test_planner_errors(data, query, fragment):
     v = vec_text(np.zeros(DIM))
     with pytest.raises(QueryError) as info:
-        plan_ha_query(parse_ha_query(query.format(v=v)), data.engine)
+        plan_ha_query(parse_ha_query(query.format(v=v, table=data.table)), data.engine)
     assert fragment in str(info.value)
     assert info.value.location
     body = format_ha_error(info.value)
     assert body["errors"][0]["code"] == 2001 and fragment in body["errors"][0]["message"]
+
+
+def test_unknown_cluster_is_treated_like_general(data):
+    """Cluster names of a real HA3 instance are arbitrary: an unknown one is not an error."""
+    plan, _ = plan_ha_query(parse_ha_query(f"query=vec_index:'{vec_text(np.ones(DIM))}'&&cluster=my_cluster"),
+                            data.engine)
+    assert plan.table == data.table
 
 
 def test_cluster_names_table_and_search_params_translate(data):

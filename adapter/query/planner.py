@@ -4,7 +4,9 @@ Index resolution rule (HA3 names a vector INDEX, not a table):
   the term's INDEX matches a table when it equals that table's vector index name, its
   vector field name, or the table name itself. Candidate tables: the one ``cluster``
   names, when ``cluster`` is a table name; otherwise every table in the catalog
-  (``cluster=general``, HA3's default cluster, means "the whole instance"). Exactly one
+  (``cluster=general``, HA3's default cluster, means "the whole instance"; any other
+  cluster name that is not a table is treated the same way, since real instances'
+  cluster names are arbitrary and clients send them unchanged). Exactly one
   match → that table; none → QueryError "unknown index"; several → QueryError asking for
   ``cluster=<table>``. A catalog without ``list_tables`` can only resolve by cluster.
 
