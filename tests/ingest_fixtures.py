@@ -131,10 +131,13 @@ def tiny_registry(tmp_path_factory):
     return ModelRegistry.from_config(tiny_clip_registry_config(path))
 
 
-def make_embedder(registry):
+@pytest.fixture(scope="session")
+def embedder(tiny_registry):
     from adapter.embed.service import EmbeddingService
 
-    return EmbeddingService(registry)
+    service = EmbeddingService(tiny_registry, workers=2)
+    yield service
+    service.close()
 
 
 class CountingEmbedder:
@@ -144,43 +147,14 @@ class CountingEmbedder:
         self.inner = inner
         self.images = 0
         self.lock = threading.Lock()
-        if callable(getattr(inner, "embed_pil_images", None)):
-            self.embed_pil_images = self._pil
-
-    @property
-    def registry(self):
-        return CountingRegistry(self, self.inner.registry) if hasattr(self.inner, "registry") else None
-
-    def _count(self, n: int) -> None:
-        with self.lock:
-            self.images += n
 
     def embed_images(self, model, images):
-        self._count(len(images))
+        with self.lock:
+            self.images += len(images)
         return self.inner.embed_images(model, images)
-
-    def _pil(self, model, images):
-        self._count(len(images))
-        return self.inner.embed_pil_images(model, images)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
-
-
-class CountingRegistry:
-    def __init__(self, owner: CountingEmbedder, inner: Any):
-        self.owner, self.inner = owner, inner
-
-    def get(self, name):
-        encoder = self.inner.get(name)
-        owner = self.owner
-
-        class _Counted:
-            def encode_images(self, images):
-                owner._count(len(images))
-                return encoder.encode_images(images)
-
-        return _Counted()
 
 
 # --------------------------------------------------------------------------- engines

@@ -171,18 +171,16 @@ def _present(value: Any) -> bool:
 
 
 def takes_decoded(embedder: Any) -> bool:
-    """Can this embedder encode already-decoded images (so decoding can run in the fetch pool)?"""
-    return callable(getattr(embedder, "embed_pil_images", None)) or hasattr(getattr(embedder, "registry", None), "get")
+    """Should decoding run in our fetch pool? Only for embedders taking decoded images; the
+    EmbeddingService decodes bytes in its own pool, overlapped with the model (and with its
+    JPEG draft-decoding fast path), so it gets bytes."""
+    return callable(getattr(embedder, "embed_pil_images", None))
 
 
 def _encode(embedder: Any, model: str, batch: Sequence[Prepared]) -> list[Any]:
     if batch[0].picture is None:
         return list(embedder.embed_images(model, [it.image for it in batch]))
-    pictures = [it.picture for it in batch]
-    if callable(getattr(embedder, "embed_pil_images", None)):
-        return list(embedder.embed_pil_images(model, pictures))
-    vectors = embedder.registry.get(model).encode_images(pictures)
-    return list(np.asarray(vectors, dtype=np.float32))
+    return list(embedder.embed_pil_images(model, [it.picture for it in batch]))
 
 
 def embed_prepared(items: Sequence[Prepared], embedder: Any, model: str, dimension: int,
