@@ -197,6 +197,7 @@ class Runtime:
                               f"$.fields[{spec.vector_field}].user_defined_param.vector_model")
 
     def close(self) -> None:
-        close = getattr(self.engine, "close", None)
-        if close:
-            close()
+        for part in (self.embedder, self.engine):
+            close = getattr(part, "close", None)
+            if close:
+                close()
