@@ -156,11 +156,12 @@ class OpenSearchEngine:
             raise NotFoundError(f"index '{concrete}' was not created by this adapter", location="tableName")
         return concrete, TableSpec.model_validate(meta[META_KEY]), meta.get(INDEX_META_KEY, {})
 
-    def _live(self, table: str) -> tuple[str, TableSpec, dict]:
+    def _live(self, table: str, fresh: bool = False) -> tuple[str, TableSpec, dict]:
+        """The live index behind the alias. Reads may use a 5 s cache; generation changes ask fresh."""
         alias = self._alias(table)
         with self._lock:
             hit = self._cache.get(alias)
-        if hit is not None and hit[2].get("_at", 0) > time.monotonic() - 5:
+        if not fresh and hit is not None and hit[2].get("_at", 0) > time.monotonic() - 5:
             return hit
         concrete, spec, meta = self._index_info(alias, table)
         meta = dict(meta, _at=time.monotonic())
@@ -208,7 +209,7 @@ class OpenSearchEngine:
 
     def drop_table(self, table: str) -> None:
         alias = self._alias(table)
-        concrete, spec, _ = self._live(table)
+        concrete, spec, _ = self._live(table, fresh=True)
         for row in self._gen_indexes(alias):
             self._delete_index(row["index"], spec)
         self._forget(table)
@@ -539,7 +540,7 @@ class OpenSearchEngine:
     # -- generations ---------------------------------------------------------------------
     def begin_generation(self, table: str, spec: TableSpec | None = None) -> str:
         alias = self._alias(table)
-        _, live_spec, _ = self._live(table)
+        _, live_spec, _ = self._live(table, fresh=True)
         spec = spec or live_spec
         if spec.name != table:
             spec = spec.model_copy(update={"name": table})
@@ -551,7 +552,7 @@ class OpenSearchEngine:
 
     def switch_generation(self, table: str, generation: str) -> None:
         alias = self._alias(table)
-        old, spec, _ = self._live(table)
+        old, spec, _ = self._live(table, fresh=True)
         new = f"{alias}__{generation}"
         if new == old:
             raise ConflictError(f"generation '{generation}' is already live", location="generation")
@@ -564,7 +565,7 @@ class OpenSearchEngine:
 
     def abort_generation(self, table: str, generation: str) -> None:
         alias = self._alias(table)
-        live, _, _ = self._live(table)
+        live, _, _ = self._live(table, fresh=True)
         index = f"{alias}__{generation}"
         if index == live:
             raise ConflictError(f"generation '{generation}' is live; switch first", location="generation")
