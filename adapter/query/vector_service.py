@@ -400,10 +400,10 @@ def handle_search(body: dict, runtime: Any) -> dict:
     if req.text is not None:
         text = text_of_query_string(req.text.queryString)
         vec = embed_content(spec, runtime, text, "text", "$.text.queryString")
-        plan = SearchPlan(table=spec.name, vectors=[vec], k=max(depth, 100),
+        k = min(MAX_TOPK, max(depth, req.knn.topK if req.knn else 100))  # as deep as the knn leg
+        plan = SearchPlan(table=spec.name, vectors=[vec], k=k,
                           filter=_filter(spec, req.text.filter, "$.text.filter"),
-                          sort=default_sort(spec),
-                          output_fields=output, start=0, hit=max(depth, 100))
+                          sort=default_sort(spec), output_fields=output, start=0, hit=k)
         legs.append((_run(plan, runtime), req.text.weight))
     if req.rank and req.rank.rrf is not None:
         rrf = req.rank.rrf
