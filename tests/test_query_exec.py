@@ -258,3 +258,73 @@ def test_xml_error():
     root = ET.fromstring(xml.split("\n", 1)[1])
     assert root.find("Error/ErrorCode").text == "2001"
     assert "query offset 3" in root.find("Error/ErrorDescription").text
+
+
+# -- the real embedding path (tiny random CLIP) and approximate index types -----------
+
+
+@pytest.fixture(scope="module")
+def clip_service(tmp_path_factory):
+    from adapter.embed.registry import ModelRegistry
+    from adapter.embed.service import EmbeddingService
+    from adapter.embed.testing import make_tiny_clip, tiny_clip_registry_config
+
+    path = make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny", dim=DIM)
+    service = EmbeddingService(ModelRegistry.from_config(tiny_clip_registry_config(path)), workers=1)
+    yield service
+    service.close()
+
+
+def test_seed_queries_with_tiny_clip(data, clip_service):
+    """The seed's console query, embedded by the real EmbeddingService + HF CLIP loader."""
+    import io
+
+    from PIL import Image
+
+    result, opts = run(data, "vector:'5pGp5omY6L2mJuWktOeblA==&modal=text&n=10&search_params={}'"
+                             "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK", clip_service)
+    q = clip_service.embed_text("clip", "摩托车&头盔")
+    order, s = data.topn(q, 10)
+    assert sorted(ids_scores(result)[0]) == sorted(int(data.ids[i]) for i in order)
+    np.testing.assert_allclose(sorted(ids_scores(result)[1]), sorted(s[order]), rtol=1e-4, atol=1e-4)
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    result, _ = run(data, f"config=hit:4,format:json,fetch_summary_type:pk,qrs_chain:search&&query=vec_index: "
+                          f"'{b64}&modal=image&n=10&search_params={{}}'&&cluster=general", clip_service)
+    order, s = data.topn(clip_service.embed_image("clip", buf.getvalue()), 10)
+    assert result.total == 10 and len(result.hits) == 4
+    # no sort clause: best first for both metrics
+    np.testing.assert_allclose([h.score for h in result.hits], s[order][:4], rtol=1e-4, atol=1e-4)
+
+
+def test_bad_image_content_is_an_error_not_a_crash(data, clip_service):
+    from adapter.errors import AdapterError
+
+    with pytest.raises(AdapterError) as info:
+        run(data, f"query=vec_index:'{base64.b64encode(b'not an image').decode()}&modal=image'", clip_service)
+    assert info.value.http_status < 500
+
+
+@pytest.mark.parametrize("index_type,params", [
+    ("HNSW", "{\"proxima.hnsw.searcher.ef\":300}"),
+    ("QGraph", "{\"proxima.qgraph.searcher.ef\":300}"),
+    ("Qc", "{\"proxima.qc.searcher.scan_ratio\":1.0}"),
+])
+def test_approximate_indexes_with_full_search_params_equal_brute_force(tmp_path, index_type, params):
+    engine = EmbeddedEngine(tmp_path)
+    spec = parse_schema(schema("SquaredEuclidean", index_type), "approx")
+    engine.create_table(spec)
+    d = Data(engine, spec.name, "L2")
+    if index_type == "Qc":
+        engine.train(spec.name, d.vecs)
+    assert engine.upsert(spec.name, d.docs()).written == N
+    q = d.rng.normal(size=DIM)
+    result, _ = run(d, f"query=vec_index:'{vec_text(q)}&n=10&search_params={params}'")
+    order, s = d.topn(q, 10)
+    pks, scores = ids_scores(result)
+    assert pks == [int(d.ids[i]) for i in order]
+    # Qc stores Int8-quantised vectors (as HA3 does), so its scores are close, not exact
+    np.testing.assert_allclose(scores, s[order], rtol=2e-2 if index_type == "Qc" else 1e-4, atol=1e-4)
+    engine.close()
