@@ -328,3 +328,18 @@ def test_approximate_indexes_with_full_search_params_equal_brute_force(tmp_path,
     # Qc stores Int8-quantised vectors (as HA3 does), so its scores are close, not exact
     np.testing.assert_allclose(scores, s[order], rtol=2e-2 if index_type == "Qc" else 1e-4, atol=1e-4)
     engine.close()
+
+
+def test_answer_ha_query_end_to_end_and_errors(data):
+    from adapter.query.ha_service import answer_ha_query
+
+    q = data.rng.normal(size=DIM)
+    body, status = answer_ha_query(f"config=hit:3&&query=vec_index:'{vec_text(q)}&n=5'", data.engine, None)
+    order, _ = data.topn(q, 5)
+    assert status == 200 and [it["fields"]["id"] for it in body["result"]["items"]] == [str(data.ids[i]) for i in order[:3]]
+    body, status = answer_ha_query("config=hit:3,format:json&&query=vec_index:'1,2'", data.engine, None)
+    assert status == 400 and "dimensions" in body["errors"][0]["message"] and body["result"]["numHits"] == 0
+    body, status = answer_ha_query("config=format:xml,hit:x&&query=vec_index:'1,2'", data.engine, None)
+    assert status == 400 and ET.fromstring(body.split("\n", 1)[1]).find("Error/ErrorCode").text == "2001"
+    body, status = answer_ha_query(f"query=vec_index:'{vec_text(q)}'&&cluster=nosuch_table_xx", data.engine, None)
+    assert status == 200

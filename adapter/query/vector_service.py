@@ -16,9 +16,9 @@ What the official SDKs send (read from the installed packages, not guessed):
   ``AggregateRequest`` = {tableName, filter, groupKeys, aggFuncs: [{name, func, args}],
   orderBy: [{field, direction}], timeout}; ``BatchRequest`` = {queries, timeout};
   ``MultiQueryRequest`` = {tableName, queries, topK, includeVector, outputFields, order,
-  filter, sort, mode} (mode default sum). Note the SDK's ``query_async`` posts to
-  ``/batch-query`` (an SDK bug; we answer a batch of one... body is one QueryRequest, so
-  batch-query accepts a bare QueryRequest too).
+  filter, sort, mode} (mode default sum). The SDK's ``query_async`` posts a single
+  QueryRequest to ``/batch-query`` (an SDK bug), so batch-query also accepts a bare
+  QueryRequest and answers it as a batch of one.
 * The response model is ``SearchResponse{headers, body: str}``: the SDK does NOT parse the
   body, so the envelope below follows the public docs (REFERENCE §3, unverified there):
   ``{"result": [{"id", "score", "fields"?, "vector"?}], "totalCount", "totalTime" (ms),
