@@ -343,3 +343,33 @@ def test_answer_ha_query_end_to_end_and_errors(data):
     assert status == 400 and ET.fromstring(body.split("\n", 1)[1]).find("Error/ErrorCode").text == "2001"
     body, status = answer_ha_query(f"query=vec_index:'{vec_text(q)}'&&cluster=nosuch_table_xx", data.engine, None)
     assert status == 200
+
+
+def test_mutated_queries_end_to_end_never_crash(data):
+    """Random edits of valid queries through parse → plan → engine → format: every outcome
+    is a response, never an exception or a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from adapter.query.ha_service import answer_ha_query
+
+    v = vec_text(np.linspace(-1, 1, DIM))
+    bases = [f"config=hit:5,format:json&&query=vec_index:'{v}&n=7&sf=9&search_params={{\"ef\":20}}'"
+             "&&filter=(cate_id=1 OR price<50.5) AND brand!=\"acme\" AND in(cate_id,\"1|2\")"
+             "&&sort=-price;+RANK&&distinct=dist_key:cate_id,dist_count:1"
+             "&&aggregate=group_key:brand,agg_fun:count()#avg(price)&&kvpairs=formula:proxima_score(vec_index)"]
+    alphabet = "&=:'\"(),;|+-#{}0123456789.xRANKbrandpricecate_id "
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(bases), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 5),
+                                                      st.text(alphabet=alphabet, max_size=4)), max_size=3))
+    def check(base, edits):
+        text = base
+        for pos, cut, insert in edits:
+            pos %= len(text) + 1
+            text = text[:pos] + insert + text[pos + cut:]
+        body, status = answer_ha_query(text, data.engine, None)
+        assert status < 500, body
+        assert isinstance(body, dict) and ("errors" in body)
+
+    check()

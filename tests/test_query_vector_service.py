@@ -215,3 +215,33 @@ def test_bad_requests(env, endpoint, body, location, fragment):
 def test_unknown_table_is_not_found(env):
     with pytest.raises(NotFoundError):
         handle("query", {"tableName": "missing", "vector": [0.0] * DIM}, env.runtime)
+
+
+def test_random_bodies_never_crash(env):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from adapter.query.vector_service import HANDLERS, answer
+
+    keys = ["tableName", "vector", "vectorCount", "topK", "indexName", "content", "contents", "modal",
+            "includeVector", "outputFields", "order", "searchParams", "filter", "scoreThreshold", "sort",
+            "sorts", "ids", "limit", "offset", "queries", "mode", "knn", "text", "rank", "size", "from",
+            "groupKeys", "aggFuncs", "orderBy"]
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 200), st.floats(allow_nan=True),
+                       st.text(max_size=8), st.sampled_from([env.table, "price", "cate_id", "RANK", "DESC",
+                                                             "image", "price > 3", "{\"ef\":3}", "sum"]))
+    value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=DIM + 1) |
+                         st.dictionaries(st.sampled_from(keys + ["func", "args", "queryString"]), inner, max_size=3),
+                         max_leaves=12)
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(sorted(HANDLERS)), st.dictionaries(st.sampled_from(keys), value, max_size=6),
+           st.booleans())
+    def check(endpoint, body, with_table):
+        if with_table:
+            body["tableName"] = env.table
+        out, status = answer(endpoint, body, env.runtime)
+        assert status < 500, out
+        assert "errorCode" in out
+
+    check()

@@ -525,3 +525,11 @@ def parse_json_body(raw: bytes | str) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise QueryError(f"request body is not valid JSON: {exc}", "$") from None
+
+
+def answer(endpoint: str, body: Any, runtime: Any) -> tuple[dict[str, Any], int]:
+    """``handle`` for the HTTP layer: (envelope, HTTP status); bad input never raises."""
+    try:
+        return handle(endpoint, body, runtime), 200
+    except AdapterError as err:
+        return format_vector_error(err), err.http_status
