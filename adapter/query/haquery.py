@@ -137,22 +137,27 @@ def ha_query_from_url_query(raw: str) -> str:
 
 
 def _split_clauses(text: str) -> list[tuple[str, int]]:
-    """Split on ``&&`` outside single quotes; return (segment, offset) pairs."""
+    """Split on ``&&`` outside quotes; return (segment, offset) pairs. Single quotes wrap
+    vector terms (whose JSON may hold double quotes); double quotes wrap filter strings
+    (which may hold an apostrophe)."""
     parts: list[tuple[str, int]] = []
+    quote: str | None = None
     quote_at: int | None = None
     start = i = 0
     while i < len(text):
         ch = text[i]
-        if ch == "'":
-            quote_at = None if quote_at is not None else i
-        elif quote_at is None and text.startswith("&&", i):
+        if quote is None and ch in "'\"":
+            quote, quote_at = ch, i
+        elif ch == quote:
+            quote = quote_at = None
+        elif quote is None and text.startswith("&&", i):
             parts.append((text[start:i], start))
             i += 2
             start = i
             continue
         i += 1
     if quote_at is not None:
-        raise _err("unbalanced single quote", quote_at)
+        raise _err("unbalanced single quote" if quote == "'" else "unbalanced double quote", quote_at)
     parts.append((text[start:], start))
     return parts
 
