@@ -126,3 +126,30 @@ def test_cli_rebuild(tmp_path, tiny_registry):
     assert (summary["read"], summary["indexed"], summary["failed"]) == (3, 3, 0) and summary["switched"]
     bad = CliRunner().invoke(app, ["rebuild", str(tmp_path / "missing.yaml")])
     assert bad.exit_code == 2 and "cannot read pipeline file" in bad.output
+
+
+def test_push_object_store_credentials_from_runtime_secrets(engine, embedder, s3_bucket, monkeypatch):
+    """The service keeps oss credentials in its SecretStore; push reads them from there."""
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    from adapter.schema.model import ObjectStoreSpec
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    endpoint, bucket, client = s3_bucket
+    client.put_object(Bucket=bucket, Key="Test image/a b.png", Body=png_bytes(3))
+    engine.create_table(load_schema_file(MAPPINGS / "image_search_oss.json", "secret_oss"))
+    asked = []
+
+    def object_store(table, field=None):
+        asked.append((table, field))
+        return ObjectStoreSpec(endpoint=endpoint, bucket=bucket, access_key_id=SecretStr(S3_KEY),
+                               access_key_secret=SecretStr(S3_SECRET))
+
+    runtime = SimpleNamespace(engine=engine, embedder=embedder, secrets=SimpleNamespace(object_store=object_store))
+    report = apply_push(runtime, "secret_oss", [
+        {"cmd": "add", "fields": {"id": 9, "cate_id": 1, "vector_source_image": "/Test image/a b.png"}}])
+    assert report.added == 1 and report.failed == 0
+    assert asked == [("secret_oss", "vector_source_image")]

@@ -71,8 +71,8 @@ def test_object_store_table_rebuild_with_faults(tmp_path, s3_bucket, engine, emb
 
     real_open = rebuild_module.open_image_store
 
-    def open_with_faults(p, spec):
-        store = real_open(p, spec)
+    def open_with_faults(p, spec, runtime=None):
+        store = real_open(p, spec, runtime)
         fault_hook(store.client, key_part="down.png", status=500)
         fault_hook(store.client, key_part="slow.png", timeout=True)
         return store
