@@ -223,3 +223,88 @@ def test_api_push_pipeline_cannot_rebuild(tmp_path, engine, embedder):
     config = PipelineConfig.from_yaml(ROOT / "pipelines" / "api_push.yaml")
     with pytest.raises(ConfigError, match="source.table"):
         rebuild((engine, embedder), config, progress="none")
+
+
+KILLED_CHILD = r"""
+import sys, time
+from adapter.engines.embedded import EmbeddedEngine
+from adapter.ingest.pipeline import PipelineConfig
+from adapter.ingest.rebuild import rebuild
+
+class SlowEngine:  # slow writes, so the parent can kill us mid-run
+    def __init__(self, inner): self.inner = inner
+    def upsert(self, *a, **k):
+        time.sleep(0.05)
+        return self.inner.upsert(*a, **k)
+    def __getattr__(self, name): return getattr(self.inner, name)
+
+pipeline = PipelineConfig.from_yaml(sys.argv[1])
+rebuild((SlowEngine(EmbeddedEngine(sys.argv[2])), None), pipeline, progress="log")
+"""
+
+
+def test_sigkilled_rebuild_process_resumes(tmp_path):
+    """A real process killed with SIGKILL mid-rebuild; a new one resumes from the checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from adapter.engines.embedded import EmbeddedEngine
+
+    dim = 512
+    rng = np.random.default_rng(0)
+    rows = [{"id": i, "cate_id": i % 5, "vector": ",".join(f"{x:.4f}" for x in rng.random(dim))} for i in range(300)]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({
+        "table": "killed", "schema": str(MAPPINGS / "image_search_hnsw_ip.json"),
+        "source": {"table": {"path": "items.jsonl"}, "image": {"kind": "vector"}},
+        "checkpoint_dir": "state", "batch_size": 5}))
+    checkpoint = tmp_path / "state" / "killed.checkpoint.json"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(tmp_path / "p.yaml"), str(tmp_path / "engine")],
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        done = 0
+        while done < 50 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                done = json.loads(checkpoint.read_text())["next_offset"]
+            except (OSError, ValueError, KeyError):
+                pass
+        assert child.poll() is None, "the child finished before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    killed_at = json.loads(checkpoint.read_text())["next_offset"]
+    assert 50 <= killed_at < 300
+
+    engine = EmbeddedEngine(tmp_path / "engine")
+    try:
+        pipeline = PipelineConfig.from_yaml(tmp_path / "p.yaml")
+        report = rebuild((engine, None), pipeline, progress="none")
+        assert report.resumed_from == killed_at
+        assert (report.read, report.indexed, report.failed) == (300, 300, 0)
+        assert engine.count("killed") == 300  # nothing lost, nothing duplicated
+        assert [g["live"] for g in engine.generations("killed")] == [True]
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("mode", ["log", "bar"])
+def test_progress_is_logged_or_drawn(tmp_path, engine, mode, caplog, capsys):
+    rows = [{"id": i, "cate_id": 1, "vector": [0.1] * 512} for i in range(12)]
+    pipeline = _pipeline(tmp_path, rows, schema="image_search_hnsw_ip.json", image={"kind": "vector"})
+    with caplog.at_level("INFO", logger="adapter.ingest"):
+        report = rebuild((engine, None), pipeline, progress=mode)
+    assert (report.read, report.indexed) == (12, 12)
+    if mode == "log":
+        lines = [r.getMessage() for r in caplog.records]
+        assert any(m.startswith("ingest start table=items") for m in lines)
+        assert any("ingest progress table=items read=12 total=12 indexed=12 failed=0" in m for m in lines)
+    else:
+        assert "12/12" in capsys.readouterr().err
