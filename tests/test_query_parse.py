@@ -10,7 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapter.errors import QueryError
-from adapter.query.haquery import decode_base64, decode_raw_query_string, parse_filter, parse_ha_query
+from urllib.parse import urlencode
+
+from adapter.query.haquery import (decode_base64, decode_raw_query_string, ha_query_from_url_query, parse_filter,
+                                   parse_ha_query)
 from adapter.query.plan import RANK, And, Compare, InList, Not, Or, SortKey
 
 SEED_CONSOLE = ("vector:'5pGp5omY6L2mJuWktOeblA==&modal=text&n=10&search_params={}'"
@@ -102,6 +105,22 @@ def test_raw_query_string_decoded_once():
     assert q.filter == Compare(field="name", op="=", value="a%25b")  # decoded once, not twice
 
 
+def test_url_query_shapes_sdk_and_native():
+    text = SEED_SDK.format(text="Pz8+Pz8/") + "&&sort=+RANK&&filter=brand=\"a b\""
+    # the SDK (Tea) sends GET /query?<urlencode({"query": text})>: form encoding
+    assert ha_query_from_url_query(urlencode({"query": text})) == text
+    # HA3's native URL: the clauses themselves, && literal, + literal
+    native = "config=hit:4&&query=v:'Pz8+Pz8%2F&modal=text'&&sort=+RANK&&filter=brand=%22a%20b%22"
+    q = parse_ha_query(ha_query_from_url_query(native))
+    assert q.query.content == b"??>???"
+    assert q.sort == [SortKey(field=RANK)] and q.filter == Compare(field="brand", op="=", value="a b")
+    assert parse_ha_query(ha_query_from_url_query("query=v:'1,2'")).query.vectors == [[1.0, 2.0]]
+    with pytest.raises(QueryError):
+        ha_query_from_url_query("")
+    with pytest.raises(QueryError):
+        ha_query_from_url_query("query=%ff%fe")
+
+
 def test_filter_grammar():
     f = parse_filter('a = 1 and (b != "x y" OR NOT c >= 2.5) AND in(d, "1|2|3") or notin(e, "p|q") and 3 < f')
     assert f == Or(items=[
@@ -114,6 +133,10 @@ def test_filter_grammar():
     ])
     assert parse_filter("x<>-1.5e2") == Compare(field="x", op="!=", value=-150.0)
     assert parse_filter("name='it'") == Compare(field="name", op="=", value="it")
+    q = parse_ha_query("query=v:'1'&&filter=title=\"it's && more\" AND a=1&&sort=-a")
+    assert q.filter == And(items=[Compare(field="title", op="=", value="it's && more"),
+                                  Compare(field="a", op="=", value=1)])
+    assert q.sort == [SortKey(field="a", descending=True)]
 
 
 BAD_QUERIES = [
@@ -125,6 +148,7 @@ BAD_QUERIES = [
     ("query=v:'1,2'&&filter=a=1 AND", 29),
     ("query=v:'1,2'&&filter=a=b", 23),
     ("query=v:'1,2'&&filter=a=1 # 2", 26),
+    ("query=v:'1,2'&&filter=a=\"x", 24),      # unbalanced double quote
     ("query=v:'1,2'&&filter=in(a, 1)", 28),
     ("query=v:'1,x'", 9),
     ("query=v:'1,2;3'", 9),
