@@ -308,3 +308,28 @@ def test_progress_is_logged_or_drawn(tmp_path, engine, mode, caplog, capsys):
         assert any("ingest progress table=items read=12 total=12 indexed=12 failed=0" in m for m in lines)
     else:
         assert "12/12" in capsys.readouterr().err
+
+
+def test_watch_rebuilds_when_table_file_changes(tmp_path, engine):
+    """Automatic reindexing: a changed table file triggers a new rebuild."""
+    import os
+    import time
+
+    from adapter.ingest.rebuild import watch
+
+    rows = [{"id": i, "cate_id": 1, "vector": [0.1] * 512} for i in range(3)]
+    pipeline = _pipeline(tmp_path, rows, schema="image_search_hnsw_ip.json", image={"kind": "vector"})
+    stop = threading.Event()
+    reports = []
+
+    def on_report(report):
+        reports.append(report)
+        if len(reports) == 1:  # the table grows: the watcher must notice and rebuild
+            path = tmp_path / "items.jsonl"
+            path.write_text(path.read_text() + json.dumps({"id": 9, "cate_id": 2, "vector": [0.2] * 512}) + "\n")
+            os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+        else:
+            stop.set()
+
+    assert watch((engine, None), pipeline, interval_s=0.05, progress="none", stop=stop, on_report=on_report) == 2
+    assert [r.read for r in reports] == [3, 4] and engine.count("items") == 4

@@ -404,6 +404,29 @@ def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "aut
     return report
 
 
+def watch(runtime: Any, pipeline: PipelineConfig, *, interval_s: float = 60.0, progress: ProgressArg = "auto",
+          stop: threading.Event | None = None, on_report: Callable[[IngestReport], None] | None = None) -> int:
+    """Automatic reindexing: rebuild now, then again whenever the table's files (or the set
+    of partition files a glob matches) change. Returns the number of rebuilds when stopped."""
+    from adapter.sources.tables import table_signature
+
+    assert pipeline.source.table is not None
+    stop = stop or threading.Event()
+    seen = None
+    rebuilds = 0
+    while not stop.is_set():
+        signature = table_signature(pipeline.source.table)
+        if signature != seen:
+            seen = signature
+            report = rebuild(runtime, pipeline, progress=progress, stop=stop)
+            rebuilds += 1
+            if on_report is not None:
+                on_report(report)
+            continue  # re-check at once: the files may have changed during the rebuild
+        stop.wait(interval_s)
+    return rebuilds
+
+
 def abort_rebuild(runtime: Any, pipeline: PipelineConfig) -> None:
     """Throw away an interrupted rebuild: its generation, checkpoint and journal."""
     engine = parts_of(runtime).engine
