@@ -333,3 +333,29 @@ def test_watch_rebuilds_when_table_file_changes(tmp_path, engine):
 
     assert watch((engine, None), pipeline, interval_s=0.05, progress="none", stop=stop, on_report=on_report) == 2
     assert [r.read for r in reports] == [3, 4] and engine.count("items") == 4
+
+
+def test_api_rebuild_uses_schema_store_and_runtime_secrets(tmp_path, s3_bucket, engine, embedder, monkeypatch):
+    """kind auto + an oss source field: the store comes from the schema, its keys from the
+    service's SecretStore (the stored schema has them blanked)."""
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    from adapter.schema.model import ObjectStoreSpec
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    endpoint, bucket, client = s3_bucket
+    client.put_object(Bucket=bucket, Key="Test image/image/1.png", Body=png_bytes(1))
+    schema = json.loads((MAPPINGS / "image_search_oss.json").read_text())
+    schema["fields"][1]["user_defined_param"].update(oss_endpoint=endpoint, oss_bucket=bucket, oss_access_key="",
+                                                     oss_secret="")
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    rows = [{"id": 1, "cate_id": 1, "vector_source_image": "/Test image/image/1.png"}]
+    pipeline = _pipeline(tmp_path, rows, schema=str(tmp_path / "schema.json"), image={"kind": "auto"})
+    secrets = SimpleNamespace(object_store=lambda table, field=None: ObjectStoreSpec(
+        endpoint=endpoint, bucket=bucket, access_key_id=SecretStr(S3_KEY), access_key_secret=SecretStr(S3_SECRET)))
+    runtime = SimpleNamespace(engine=engine, embedder=embedder, secrets=secrets)
+    report = rebuild(runtime, pipeline, progress="none")
+    assert (report.read, report.indexed, report.failed) == (1, 1, 0)

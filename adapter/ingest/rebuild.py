@@ -171,11 +171,11 @@ def open_image_store(pipeline: PipelineConfig, spec: TableSpec, runtime: Any = N
         return None
     if image.object_store is not None:
         return open_store(schema_store or image.object_store, overrides=image.object_store if schema_store else None)
-    if image.kind == "object_store":
-        if schema_store is None:
-            raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
-                              "$.source.image.object_store")
+    if schema_store is not None:  # the schema's oss field (kind auto or object_store)
         return open_store(schema_store)
+    if image.kind == "object_store":
+        raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
+                          "$.source.image.object_store")
     return None
 
 
