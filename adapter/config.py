@@ -112,6 +112,9 @@ class Settings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     instance_id: str = "ha3-adapter"  # what /openapi/ha3/instances/{instance} expects (any accepted if "*")
     auth_required: bool = True
+    # Load the models that existing tables use before accepting connections, so the first
+    # query is not slow and /health answering means ready.
+    warm_up: bool = True
 
     @property
     def state_dir(self) -> Path:

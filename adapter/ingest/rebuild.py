@@ -171,11 +171,11 @@ def open_image_store(pipeline: PipelineConfig, spec: TableSpec, runtime: Any = N
         return None
     if image.object_store is not None:
         return open_store(schema_store or image.object_store, overrides=image.object_store if schema_store else None)
-    if image.kind == "object_store":
-        if schema_store is None:
-            raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
-                              "$.source.image.object_store")
+    if schema_store is not None:  # the schema's oss field (kind auto or object_store)
         return open_store(schema_store)
+    if image.kind == "object_store":
+        raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
+                          "$.source.image.object_store")
     return None
 
 
@@ -402,6 +402,29 @@ def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "aut
         report.elapsed_s = time.monotonic() - started
     report.failures = _read_failures(report_path)
     return report
+
+
+def watch(runtime: Any, pipeline: PipelineConfig, *, interval_s: float = 60.0, progress: ProgressArg = "auto",
+          stop: threading.Event | None = None, on_report: Callable[[IngestReport], None] | None = None) -> int:
+    """Automatic reindexing: rebuild now, then again whenever the table's files (or the set
+    of partition files a glob matches) change. Returns the number of rebuilds when stopped."""
+    from adapter.sources.tables import table_signature
+
+    assert pipeline.source.table is not None
+    stop = stop or threading.Event()
+    seen = None
+    rebuilds = 0
+    while not stop.is_set():
+        signature = table_signature(pipeline.source.table)
+        if signature != seen:
+            seen = signature
+            report = rebuild(runtime, pipeline, progress=progress, stop=stop)
+            rebuilds += 1
+            if on_report is not None:
+                on_report(report)
+            continue  # re-check at once: the files may have changed during the rebuild
+        stop.wait(interval_s)
+    return rebuilds
 
 
 def abort_rebuild(runtime: Any, pipeline: PipelineConfig) -> None:
