@@ -251,3 +251,9 @@ def test_modify_table_switches_empty_tables_and_refuses_full_ones(client):
     assert client.post("/update/mod/actions/bulk", headers=basic(ADMIN), json=push_body(1)).status_code == 200
     r = client.put(f"{TABLES}/mod", headers=basic(ADMIN), json={"schema": schema})
     assert r.status_code == 409 and "reindex" in r.json()["message"]
+
+
+def test_warm_up_loads_the_models_tables_use(client):
+    from adapter.server.app import warm_up
+
+    assert warm_up(client.runtime) == ["clip"]
