@@ -110,7 +110,9 @@ class Settings(BaseModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    instance_id: str = "ha3-adapter"  # what /openapi/ha3/instances/{instance} expects (any accepted if "*")
+    # /openapi/ha3/instances/{instance}: "*" accepts any id, so clients keep their real
+    # instance id (the vector SDK derives one from the endpoint when none is configured).
+    instance_id: str = "*"
     auth_required: bool = True
     # Load the models that existing tables use before accepting connections, so the first
     # query is not slow and /health answering means ready.

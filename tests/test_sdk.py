@@ -155,6 +155,11 @@ def test_vector_sdk_table_management_and_active(pushed):
     table = client.get_table("image_search").body.result
     assert table.primary_key == "id" and table.field_schema["vector"] == "MULTI_FLOAT"
     assert json.loads(client.active().body)["status"] == "OK"
+    other = vec_client.Client(vec_models.Config(endpoint=pushed, instance_id="ha-cn-other", protocol="http",
+                                                access_user_name=ADMIN[0], access_pass_word=ADMIN[1]))
+    with pytest.raises(TeaException) as info:  # this server is configured as instance INSTANCE
+        other.list_tables()
+    assert info.value.code == 404
 
 
 def test_sdk_errors_raise_tea_exception(pushed):
