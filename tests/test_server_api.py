@@ -257,3 +257,16 @@ def test_warm_up_loads_the_models_tables_use(client):
     from adapter.server.app import warm_up
 
     assert warm_up(client.runtime) == ["clip"]
+
+
+def test_deflated_body_as_the_vector_sdk_can_send(client):
+    import zlib
+
+    raw = json.dumps({"tableName": "images", "ids": ["1"]}).encode()
+    r = client.post("/vector-service/fetch", content=zlib.compress(raw),
+                    headers={**basic(ADMIN), "content-type": "application/json", "content-encoding": "deflate"})
+    assert r.status_code == 200, r.text
+    assert [str(h["id"]) for h in r.json()["result"]] == ["1"]
+    r = client.post("/vector-service/fetch", content=b"not deflate",
+                    headers={**basic(ADMIN), "content-type": "application/json", "content-encoding": "deflate"})
+    assert r.status_code == 400 and "deflate" in r.json()["errorMsg"]
