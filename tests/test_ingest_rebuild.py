@@ -359,3 +359,19 @@ def test_api_rebuild_uses_schema_store_and_runtime_secrets(tmp_path, s3_bucket, 
     runtime = SimpleNamespace(engine=engine, embedder=embedder, secrets=secrets)
     report = rebuild(runtime, pipeline, progress="none")
     assert (report.read, report.indexed, report.failed) == (1, 1, 0)
+
+
+def test_second_rebuild_of_same_table_conflicts(tmp_path, engine):
+    from adapter.errors import ConflictError
+
+    rows = [{"id": i, "cate_id": 1, "vector": [0.1] * 512} for i in range(8)]
+    pipeline = _pipeline(tmp_path, rows, schema="image_search_hnsw_ip.json", image={"kind": "vector"})
+    seen = []
+
+    def progress(snapshot):
+        if not seen:
+            with pytest.raises(ConflictError, match="already running"):
+                rebuild((engine, None), pipeline, progress="none")
+            seen.append(True)
+
+    assert rebuild((engine, None), pipeline, progress=progress).indexed == 8 and seen
