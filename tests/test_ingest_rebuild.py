@@ -234,7 +234,7 @@ from adapter.ingest.rebuild import rebuild
 class SlowEngine:  # slow writes, so the parent can kill us mid-run
     def __init__(self, inner): self.inner = inner
     def upsert(self, *a, **k):
-        time.sleep(0.05)
+        time.sleep(0.1)
         return self.inner.upsert(*a, **k)
     def __getattr__(self, name): return getattr(self.inner, name)
 
