@@ -234,7 +234,7 @@ from adapter.ingest.rebuild import rebuild
 class SlowEngine:  # slow writes, so the parent can kill us mid-run
     def __init__(self, inner): self.inner = inner
     def upsert(self, *a, **k):
-        time.sleep(0.05)
+        time.sleep(0.1)
         return self.inner.upsert(*a, **k)
     def __getattr__(self, name): return getattr(self.inner, name)
 
@@ -359,3 +359,19 @@ def test_api_rebuild_uses_schema_store_and_runtime_secrets(tmp_path, s3_bucket, 
     runtime = SimpleNamespace(engine=engine, embedder=embedder, secrets=secrets)
     report = rebuild(runtime, pipeline, progress="none")
     assert (report.read, report.indexed, report.failed) == (1, 1, 0)
+
+
+def test_second_rebuild_of_same_table_conflicts(tmp_path, engine):
+    from adapter.errors import ConflictError
+
+    rows = [{"id": i, "cate_id": 1, "vector": [0.1] * 512} for i in range(8)]
+    pipeline = _pipeline(tmp_path, rows, schema="image_search_hnsw_ip.json", image={"kind": "vector"})
+    seen = []
+
+    def progress(snapshot):
+        if not seen:
+            with pytest.raises(ConflictError, match="already running"):
+                rebuild((engine, None), pipeline, progress="none")
+            seen.append(True)
+
+    assert rebuild((engine, None), pipeline, progress=progress).indexed == 8 and seen

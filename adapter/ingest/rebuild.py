@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
-from adapter.errors import AdapterError, ConfigError, NotFoundError
+from adapter.errors import AdapterError, ConfigError, ConflictError, NotFoundError
 from adapter.ingest.journal import Journal, close_journal, open_journal
 from adapter.ingest.pipeline import PipelineConfig
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
@@ -324,9 +324,28 @@ def sample_size(spec: TableSpec, total: int, cap: int) -> int:
 # --------------------------------------------------------------------------- rebuild
 
 
+_running: set[str] = set()
+_running_lock = threading.Lock()
+
+
 def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "auto", *,
             stop: threading.Event | None = None) -> IngestReport:
-    """Rebuild ``pipeline.table`` from its source into a new generation, then switch to it."""
+    """Rebuild ``pipeline.table`` from its source into a new generation, then switch to it.
+
+    One rebuild per table at a time in this process (ConflictError otherwise)."""
+    with _running_lock:
+        if pipeline.table in _running:
+            raise ConflictError(f"a rebuild of '{pipeline.table}' is already running", "table")
+        _running.add(pipeline.table)
+    try:
+        return _rebuild(runtime, pipeline, progress, stop)
+    finally:
+        with _running_lock:
+            _running.discard(pipeline.table)
+
+
+def _rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg,
+             stop: threading.Event | None) -> IngestReport:
     parts = parts_of(runtime)
     engine, embedder = parts.engine, parts.embedder
     if pipeline.source.table is None:
@@ -351,19 +370,21 @@ def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "aut
     report_path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = _resume(engine, pipeline, ckpt_path)
     if ckpt is None:
+        pipeline.journal_path().unlink(missing_ok=True)
+        # The journal opens before the generation exists: no push can fall between the two.
+        journal = open_journal(table, pipeline.journal_path())
         generation = engine.begin_generation(table, spec)
         ckpt = Checkpoint(table=table, fingerprint=pipeline.fingerprint(), generation=generation)
         report_path.write_text("", encoding="utf-8")
-        pipeline.journal_path().unlink(missing_ok=True)
         ckpt.save(ckpt_path)
         resumed_from = 0
     else:
+        journal = open_journal(table, pipeline.journal_path())
         with report_path.open("a+b") as handle:  # drop failures of a batch that was never committed
             handle.truncate(ckpt.report_bytes)
         resumed_from = ckpt.next_offset
         log.info("ingest resume table=%s generation=%s at offset=%d", table, ckpt.generation, ckpt.next_offset)
 
-    journal = open_journal(table, pipeline.journal_path())
     report = IngestReport(table=table, generation=ckpt.generation, read=ckpt.read, indexed=ckpt.indexed,
                           failed=ckpt.failed, resumed_from=resumed_from, trained_on=ckpt.trained_on,
                           report_file=str(report_path))
