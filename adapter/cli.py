@@ -88,7 +88,7 @@ def serve(
 
     from adapter.config import Settings
     from adapter.runtime import Runtime
-    from adapter.server.app import create_app
+    from adapter.server.app import create_app, uvicorn_config
 
     try:
         settings = Settings.load(config, overrides={"data_dir": data_dir, "host": host, "port": port})
@@ -99,8 +99,8 @@ def serve(
     except AdapterError as exc:
         fail(exc)
     logging.basicConfig(level=log_level.upper(), format="%(message)s")
-    uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=log_level,
-                access_log=False)  # our own structured access log replaces uvicorn's
+    # our own structured access log replaces uvicorn's (access_log=False in uvicorn_config)
+    uvicorn.Server(uvicorn_config(create_app(runtime), settings, log_level=log_level)).run()
 
 
 @app.command("hash-password")

@@ -147,3 +147,18 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app
+
+
+def uvicorn_config(app: FastAPI, settings, **overrides):
+    """The uvicorn config the service runs with (CLI and tests alike).
+
+    The SDK's default search is a GET with the whole HA query (a Base64 image included) in
+    the URL; h11's default 16 KiB header/request-line cap would reject it before we see it,
+    so the cap follows our own query-string limit.
+    """
+    import uvicorn
+
+    options = dict(host=settings.host, port=settings.port, access_log=False,
+                   h11_max_incomplete_event_size=settings.limits.max_query_string_bytes * 3 + 65536)
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
