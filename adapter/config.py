@@ -94,6 +94,7 @@ class LimitsConfig(BaseModel):
     # gets a 413 naming the limit.
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_query_string_bytes: int = Field(1024 * 1024, gt=0)
+    max_push_documents: int = Field(10_000, gt=0)  # commands per push request
 
 
 def _default_engine() -> EngineConfig:
