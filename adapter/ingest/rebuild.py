@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Iterator, Union
 import numpy as np
 
 from adapter.errors import AdapterError, ConfigError, ConflictError, NotFoundError
-from adapter.ingest.journal import Journal, close_journal, open_journal
+from adapter.ingest.journal import close_journal, open_journal
 from adapter.ingest.pipeline import PipelineConfig
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
                                     to_document)
