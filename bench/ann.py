@@ -6,7 +6,7 @@
 Data: random normal vectors, L2-normalised, 512-d (or --dim), squared L2. Ground truth:
 exact top-10 by faiss IndexFlatL2. For each family the engine builds its table through
 ``EmbeddedEngine.upsert`` (SQLite + faiss), then every setting is measured twice on the
-same index, query by query alternating: through ``engine.search`` (a SearchPlan per query: validation, locks, SQLite
+same index, alternating in blocks of 20 queries: through ``engine.search`` (a SearchPlan per query: validation, locks, SQLite
 field fetch for the hits) and as a raw ``index.search`` of one query at a time, so the
 ratio engine/raw is the engine's overhead at identical recall. Raw batched QPS is printed
 too (faiss's best case, all queries in one call). Memory: faiss index bytes per vector
@@ -61,31 +61,45 @@ def recall_at(found: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
     return float(np.mean([len(set(f[:k]) & set(t[:k])) / k for f, t in zip(found, truth)]))
 
 
-def measure(engine, table, index, queries, truth, params: SearchParams, raw_params, rounds: int = 2) -> dict:
-    """Engine and raw faiss alternate query by query, so machine-load drift hits both equally."""
+def measure(engine, table, index, queries, truth, params: SearchParams, raw_params, rounds: int = 2,
+            block: int = 20) -> dict:
+    """Engine and raw faiss alternate in blocks of ``block`` queries, the order flipping each round, so
+    machine-load drift hits both alike and neither runs a query right after the other warmed the
+    CPU caches with that same query."""
     k = 10
-    engine_s = raw_s = 0.0
-    found = []
     # The query layer builds plans; building one (pydantic, 512 floats) is not engine time.
     plans = [SearchPlan(table=table, vectors=[q.tolist()], k=k, hit=k, output_fields=[], search_params=params)
              for q in queries]
+    engine_s = raw_s = 0.0
+    found: dict[int, list] = {}
+
+    def run_engine(lo: int, hi: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(lo, hi):
+            found[i] = [h.pk for h in engine.search(plans[i]).hits]  # one SearchPlan per query, as served
+        return time.perf_counter() - t0
+
+    def run_raw(lo: int, hi: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(lo, hi):
+            index.search(queries[i:i + 1], k, params=raw_params)  # the very same faiss index object
+        return time.perf_counter() - t0
+
     for r in range(rounds):
-        for plan, q in zip(plans, queries):
-            t0 = time.perf_counter()
-            res = engine.search(plan)  # engine: one SearchPlan per query, as the service runs them
-            t1 = time.perf_counter()
-            index.search(q[None, :], k, params=raw_params)  # raw faiss, the very same index object
-            t2 = time.perf_counter()
-            engine_s += t1 - t0
-            raw_s += t2 - t1
-            if r == 0:
-                found.append([h.pk for h in res.hits])
+        for lo in range(0, len(queries), block):
+            hi = min(len(queries), lo + block)
+            if r % 2 == 0:
+                engine_s += run_engine(lo, hi)
+                raw_s += run_raw(lo, hi)
+            else:
+                raw_s += run_raw(lo, hi)
+                engine_s += run_engine(lo, hi)
     t0 = time.perf_counter()
     index.search(queries, k, params=raw_params)
     batch_s = time.perf_counter() - t0
     n = rounds * len(queries)
-    return {"recall": recall_at(np.array(found), truth), "engine_qps": n / engine_s,
-            "raw_qps": n / raw_s, "batch_qps": len(queries) / batch_s}
+    return {"recall": recall_at(np.array([found[i] for i in range(len(queries))]), truth),
+            "engine_qps": n / engine_s, "raw_qps": n / raw_s, "batch_qps": len(queries) / batch_s}
 
 
 def main() -> None:
