@@ -2,5 +2,5 @@
 # Install with test extras (and headless Chromium for the browser tests), then run pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -e '.[test]'
+python3 -m pip install -q -e '.[test,onnx]'
 python3 -m pytest -q

@@ -270,3 +270,19 @@ def test_deflated_body_as_the_vector_sdk_can_send(client):
     r = client.post("/vector-service/fetch", content=b"not deflate",
                     headers={**basic(ADMIN), "content-type": "application/json", "content-encoding": "deflate"})
     assert r.status_code == 400 and "deflate" in r.json()["errorMsg"]
+
+
+
+def test_native_ha3_get_url_with_literal_clauses_is_answered(client):
+    """HA3's own URL form /query?config=...&&query=...&&sort=+RANK, without a ?query= wrapper:
+    the '+' of +RANK and Base64 must survive (decoded once), and it must equal the SDK form."""
+    b64 = png_b64((255, 0, 0)).replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+    native = (f"/query?config=hit:3,format:json&&query=image_index:'{b64}%26modal=image%26n=3'"
+              "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK&&cluster=images")
+    r = client.get(native, headers=basic(ADMIN))
+    assert r.status_code == 200, r.text
+    items = r.json()["result"]["items"]
+    assert [item["fields"]["id"] for item in items][0] == "1"
+    sdk = ha(client, f"config=hit:3,format:json&&query=image_index:'{png_b64((255, 0, 0))}&modal=image&n=3'"
+                     "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK&&cluster=images")
+    assert sdk.status_code == 200 and sdk.json()["result"]["items"] == items

@@ -47,10 +47,15 @@ def _check_len(request: Request, text: str) -> str:
     return text
 
 
-@router.get("/query", summary="HA query string (GET ?query=...)")
+@router.get("/query", summary="HA query string (GET ?query=... or HA3's native ?config=...&&query=...)")
 async def query_get(request: Request, query: str = "", _=Depends(reader)) -> Response:
+    from adapter.query.haquery import ha_query_from_url_query
+
     _check_sql(request)
-    text = _check_len(request, query)
+    # The raw URL query, decoded exactly once by the query layer: it tells the SDK's
+    # form-encoded ?query=... from HA3's native ?config=...&&query=... (where '+' stays '+').
+    _check_len(request, request.url.query)
+    text = _check_len(request, ha_query_from_url_query(request.url.query))
     return await offload(run_ha_query, request.app.state.runtime, text)
 
 
