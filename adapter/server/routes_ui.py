@@ -1,0 +1,94 @@
+"""The search page: static files, thumbnails, and the small overview the page reads.
+
+``include_ui(app)`` adds everything; the page itself searches through the service's
+public HA3 endpoints, so what it shows is what any client gets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from adapter.server import thumbnails
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+THUMBNAIL_MAX_AGE_S = 3600
+
+router = APIRouter()
+
+
+def runtime_of(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+@router.get("/ui/thumbnail/{table}/{pk}", tags=["ui"])
+def thumbnail(table: str, pk: str, request: Request, size: int = 256) -> Response:
+    """A resized JPEG of one document's source image (object store or Base64 field)."""
+    runtime = runtime_of(request)
+    spec = runtime.engine.get_spec(table)
+    data, tag = thumbnails.read_source_image(runtime, spec, pk)
+    etag = f'"{tag}-{size}"'
+    headers = {"Cache-Control": f"private, max-age={THUMBNAIL_MAX_AGE_S}", "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(thumbnails.make_thumbnail(data, size), media_type="image/jpeg", headers=headers)
+
+
+def table_summary(runtime: Any, name: str) -> dict[str, Any]:
+    spec = runtime.engine.get_spec(name)
+    stats = runtime.engine.stats(name)
+    try:
+        generations = runtime.engine.generations(name)
+    except Exception:  # a summary must not fail because one engine lacks history
+        generations = []
+    return {
+        "name": name,
+        "primary_key": spec.primary_key,
+        "vector_field": spec.vector_field,
+        "vector_index": spec.vector_field,
+        "dimension": spec.dimension,
+        "distance": spec.distance.value,
+        "higher_is_better": spec.distance.higher_is_better,
+        "index_type": spec.vector_index.index_type.value,
+        "model": spec.embedding.model if spec.embedding else None,
+        "doc_count": stats.doc_count,
+        "generation": stats.generation,
+        "generations": generations,
+        "can_rebuild": False,
+    }
+
+
+@router.get("/ui/api/tables", tags=["ui"])
+def ui_tables(request: Request) -> dict[str, Any]:
+    """Tables with what the page needs: index name, distance, counts, generations."""
+    runtime = runtime_of(request)
+    tables = [table_summary(runtime, name) for name in sorted(runtime.engine.list_tables())]
+    return {"tables": tables, "user": getattr(request.state, "user", None)}
+
+
+@router.get("/ui/api/tasks", tags=["ui"])
+def ui_tasks(request: Request) -> dict[str, Any]:
+    return {"tasks": []}
+
+
+def include_ui(app: FastAPI) -> None:
+    """Add the page to an app: ``/`` and ``/ui`` lead to it; assets under ``/ui/static``."""
+    app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    @app.get("/ui", include_in_schema=False)
+    def ui_no_slash() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    @app.get("/ui/", include_in_schema=False)
+    def ui_index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
