@@ -68,9 +68,24 @@ def schema_convert(
 
 
 @app.command()
-def demo() -> None:
-    """Convert the seed's schema and print its OpenSearch index body (the full demo follows)."""
-    schema_convert(MAPPINGS_DIR / "image_search_oss.json", report=True, out=None, name=None, shards=1, replicas=1)
+def demo(
+    images: Optional[Path] = typer.Option(None, "--images", help="a folder of images to use instead of the shipped sample photos (subfolders become cate_id 1, 2, ...)"),
+    opensearch: Optional[str] = typer.Option(None, "--opensearch", help="run against this OpenSearch cluster URL instead of the embedded engine"),
+    port: int = typer.Option(8080, "--port", help="port of the local service"),
+    data_dir: Path = typer.Option(Path("ha3-demo-data"), "--data-dir", help="where the demo keeps its table; a second run reuses it"),
+    models: Optional[Path] = typer.Option(None, "--models", help="model registry config (default: the built-in starter model)"),
+    no_serve: bool = typer.Option(False, "--no-serve", help="ingest, print the summary and exit (for scripts and CI)"),
+) -> None:
+    """Create a table from the seed's schema, ingest real photos, and serve the search page."""
+    from adapter.demo import run_demo
+
+    try:
+        summary = run_demo(data_dir=data_dir, images=images, opensearch=opensearch, port=port,
+                           models=models, serve=not no_serve, echo=typer.echo)
+    except AdapterError as exc:
+        fail(exc)
+    if no_serve:
+        typer.echo(json.dumps(summary))
 
 
 def main() -> None:  # pragma: no cover - console entry

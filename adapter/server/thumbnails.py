@@ -27,7 +27,7 @@ def source_field(spec: TableSpec) -> FieldSpec:
         return spec.field(spec.embedding.source_field)
     stores = spec.object_store_fields()
     if stores:
-        return stores[0]
+        return spec.field(next(iter(stores)))
     raise SchemaError(f"table {spec.name!r} has no image source field (vector_source_field)")
 
 
@@ -65,8 +65,10 @@ def read_source_image(runtime: Any, spec: TableSpec, pk: str) -> tuple[bytes, st
     if field.object_store is not None:
         from adapter.sources.objectstore import open_store
 
-        store = open_store(field.object_store, secrets=runtime.secrets.get(spec.name, field.name))
-        return store.read(value), tag
+        # Credentials come from the server's SecretStore; they never leave this process.
+        full_spec = runtime.spec_with_secrets(spec.name)
+        store = open_store(full_spec.field(field.name).object_store)
+        return store.get(value), tag
     return decode_base64_image(value), tag
 
 
