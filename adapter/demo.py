@@ -134,7 +134,7 @@ def demo_password(data_dir: Path) -> str:
 
 
 def demo_settings(data_dir: Path, *, opensearch: str | None, port: int, models: Path | None,
-                  password: str) -> Any:
+                  password: str, user: str = DEMO_USER) -> Any:
     from adapter.config import Settings
 
     engine: dict[str, Any] = {"kind": "embedded", "data_dir": str(data_dir / "engine")}
@@ -144,7 +144,7 @@ def demo_settings(data_dir: Path, *, opensearch: str | None, port: int, models: 
         "engine": engine,
         "data_dir": str(data_dir),
         "models": str(models) if models else None,
-        "users": [{"username": DEMO_USER, "password": password}],
+        "users": [{"username": user, "password": password}],
         "host": "127.0.0.1",
         "port": port,
     })
