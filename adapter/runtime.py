@@ -1,0 +1,167 @@
+"""The service's running state: engine, embedder, secrets, tasks and settings in one place.
+
+Everything that serves requests (HTTP routes, ingest, the CLI) takes a ``Runtime`` instead
+of reaching for globals, so tests build one over a temp directory and a tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from adapter.errors import ConfigError, QueryError
+from adapter.schema.model import ObjectStoreSpec, TableSpec
+from adapter.schema.parse import parse_schema
+
+
+class SecretStore:
+    """Object-store credentials per table and field, in ``<dir>/secrets.json`` (mode 0600).
+
+    Engines persist only ``TableSpec.public_dict()`` (no credentials); this store keeps the
+    keys so that ingest can read the buckets. Values never appear in reprs or logs.
+    """
+
+    FILE_NAME = "secrets.json"
+
+    def __init__(self, directory: str | Path):
+        self.path = Path(directory) / self.FILE_NAME
+        self._lock = threading.Lock()
+        self._data: dict[str, dict[str, dict[str, str]]] = self._read()
+
+    def __repr__(self) -> str:
+        return f"SecretStore({str(self.path)!r}, tables={sorted(self._data)})"
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"secrets file unreadable: {type(exc).__name__}", str(self.path)) from None
+        return data if isinstance(data, dict) else {}
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        # Created 0600 from the start: the file is never readable by others, even briefly.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self._data, fh)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def put_spec(self, spec: TableSpec) -> None:
+        """Keep the credentials of every object-store field of ``spec`` (replacing old ones)."""
+        creds: dict[str, dict[str, str]] = {}
+        for name, store in spec.object_store_fields().items():
+            if store.has_credentials:
+                creds[name] = {
+                    "access_key_id": store.access_key_id.get_secret_value() if store.access_key_id else "",
+                    "access_key_secret": store.access_key_secret.get_secret_value() if store.access_key_secret else "",
+                }
+        with self._lock:
+            if creds:
+                self._data[spec.name] = creds
+            else:
+                self._data.pop(spec.name, None)
+            self._write()
+
+    def get(self, table: str) -> dict[str, dict[str, str]]:
+        """``{field: {"access_key_id", "access_key_secret"}}`` for ``table`` (may be empty)."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._data.get(table, {}).items()}
+
+    def delete(self, table: str) -> None:
+        with self._lock:
+            if self._data.pop(table, None) is not None:
+                self._write()
+
+    def with_credentials(self, spec: TableSpec) -> TableSpec:
+        """``spec`` with its object-store fields' credentials restored from this store."""
+        creds = self.get(spec.name)
+        if not creds:
+            return spec
+        fields = []
+        for f in spec.fields:
+            c = creds.get(f.name)
+            if c and f.object_store is not None:
+                store = ObjectStoreSpec.model_validate({**f.object_store.model_dump(), **c})
+                f = f.model_copy(update={"object_store": store})
+            fields.append(f)
+        return spec.model_copy(update={"fields": fields})
+
+
+class Runtime:
+    """Engine + embedding service + secrets + task registry + settings."""
+
+    def __init__(self, engine: Any, embedder: Any, secrets: SecretStore, tasks: Any, settings: Any):
+        self.engine = engine
+        self.embedder = embedder
+        self.secrets = secrets
+        self.tasks = tasks
+        self.settings = settings
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Runtime":
+        from adapter.embed.registry import ModelRegistry
+        from adapter.embed.service import EmbeddingService
+        from adapter.engines.factory import open_engine
+        from adapter.ingest.tasks import TaskRegistry
+
+        engine = open_engine(settings.engine)
+        registry = ModelRegistry.from_config(settings.models)
+        state = settings.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        return cls(engine, EmbeddingService(registry), SecretStore(state), TaskRegistry(), settings)
+
+    # -- tables ------------------------------------------------------------------------
+    def create_table(self, name: str, schema_json: str | bytes | dict) -> TableSpec:
+        """Parse an HA3 schema, create the table, keep its credentials in the SecretStore."""
+        spec = parse_schema(schema_json, name)
+        self._check_model(spec)
+        self.engine.create_table(spec)
+        try:
+            self.secrets.put_spec(spec)
+        except Exception:
+            self.engine.drop_table(spec.name)
+            raise
+        return spec
+
+    def drop_table(self, name: str) -> None:
+        self.engine.drop_table(name)
+        self.secrets.delete(name)
+
+    def spec(self, table: str) -> TableSpec:
+        """The public spec (no credentials). NotFoundError for an unknown table."""
+        return self.engine.get_spec(table)
+
+    def spec_with_secrets(self, table: str) -> TableSpec:
+        """The spec with object-store credentials restored (for ingest only; never log it)."""
+        return self.secrets.with_credentials(self.engine.get_spec(table))
+
+    def model_for(self, table: str) -> str:
+        """The embedding model name a table's built-in ``vector_model`` maps to."""
+        spec = self.engine.get_spec(table)
+        if spec.embedding is None:
+            raise QueryError(f"table '{table}' has no built-in vector model (vector_model); "
+                             "query it with vectors instead of content", "$.tableName")
+        return spec.embedding.model
+
+    def _check_model(self, spec: TableSpec) -> None:
+        if spec.embedding is None or self.embedder is None:
+            return
+        registry = getattr(self.embedder, "registry", None)
+        names = registry.names() if registry is not None and hasattr(registry, "names") else None
+        if names is not None and spec.embedding.model not in names:
+            from adapter.errors import SchemaError
+            raise SchemaError(f"vector_model '{spec.embedding.model}' is not configured on this "
+                              f"service (configured: {', '.join(sorted(names)) or 'none'})",
+                              f"$.fields[{spec.vector_field}].user_defined_param.vector_model")
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if close:
+            close()

@@ -1,0 +1,120 @@
+"""The HTTP service: ``create_app(runtime) -> FastAPI``.
+
+What the official SDKs send (read from alibabacloud_ha3engine 1.3.12 and
+alibabacloud_ha3engine_vector 1.1.19 client.py/models.py; our routes match these exactly)
+--------------------------------------------------------------------------------------
+Both clients: URL = ``{protocol}://{endpoint}{path}``; ``endpoint`` may carry ``host:port``
+(a leading http:// or https:// is stripped). Every request carries
+``authorization: Basic base64(user:password)`` (user/password ``strip()``-ed),
+``content-type: application/json; charset=utf-8``, a ``user-agent``, and request-id
+nonces (``X-Opensearch-Request-ID`` when there is a query string,
+``X-Opensearch-Swift-Request-ID`` when there is a body). Bodies are compact JSON
+(``ensure_ascii=False``). Any 4xx/5xx raises ``TeaException(code=status,
+message=reason phrase, data={"errors": <parsed JSON body or text>})``; 2xx bodies are
+returned as the raw string (``SearchResponse.body``), except the vector SDK's OpenAPI calls,
+which ``json.loads`` the body and fail on non-JSON. An empty 2xx body becomes
+``{"status": reason, "code": status}``. Only connection errors are retried.
+
+alibabacloud_ha3engine (``Client.search`` etc.)
+- ``search`` GET (default): ``GET /query?query=<whole HA string>`` (SearchQuery.to_map():
+  key ``query``; ``sql`` for SQL). POST: ``POST /query`` body ``{"assemblyQuery": "<HA>"}``;
+  SQL: ``POST /query?type=sql`` body ``{"assemblyQuery": "<sql>"}``.
+  The seed sample's string: ``config=hit:4,format:json,fetch_summary_type:pk,qrs_chain:search
+  &&query=image_index:'<text>&modal=text&n=10&search_params={}'&&cluster=general``.
+- ``search_rest(index, body)``: ``POST /{index_name}/search`` with the caller's JSON body.
+- ``active()``: ``GET /network/active``.
+- ``push_documents(data_source, key_field, PushDocumentsRequestModel(headers, body=[...]))``:
+  ``POST /update/{data_source}/actions/bulk`` with headers ``X-Opensearch-Swift-PK-Field:
+  key_field`` and ``X-Opensearch-Validate-Data: true``; body ``[{"cmd":"add","fields":{..}},
+  {"cmd":"delete","fields":{"id":..}}]``.
+
+alibabacloud_ha3engine_vector (``Client``; instance id = config.instance_id or the first
+dot-part of the endpoint)
+- ``query`` / ``inference_query`` / ``multi_query`` / ``fetch`` / ``search`` / ``aggregate``
+  / ``batch_query`` / ``stats``: ``POST /vector-service/{query, inference-query,
+  multi-query, fetch, search, aggregate, batch-query, stats}``, body = request model
+  camelCase map: QueryRequest {tableName, vector, vectorCount, namespace, topK, indexName,
+  sparseData, weight, content, contents, modal, contentType, includeVector, outputFields,
+  order, searchParams, filter, scoreThreshold, sort, sorts, kvpairs, textQueryString,
+  videoFrameTopK}; FetchRequest {tableName, ids, filter, sort, limit, offset,
+  includeVector, outputFields, kvpairs}; MultiQueryRequest {tableName, queries, topK,
+  includeVector, outputFields, order, filter, sort, mode}; SearchRequest {tableName, knn,
+  text, rank, size, from, outputFields, order}; AggregateRequest {tableName, filter,
+  groupKeys, aggFuncs, orderBy, timeout}; BatchRequest {queries, timeout}; stats
+  {tableName}. With runtime option header ``Content-Encoding: deflate`` the body is
+  zlib-deflated (never for bulk). Response: raw string body.
+- ``active()``: ``GET /network/active``; ``push_documents``: as above.
+- OpenAPI: ``GET|POST /openapi/ha3/instances/{id}/tables`` (create: ``?dryRun=``, body
+  CreateTableRequest {name, primaryKey, fieldSchema, vectorIndex[], dataSource,
+  dataProcessConfig[], partitionCount, ...}); ``GET|PUT|DELETE .../tables/{t}``;
+  ``POST .../tables/{t}/reindex`` {dataTimeSec, ossDataPath, partition};
+  ``GET .../tables/{t}/index_versions[/{generationId}]``; ``GET .../tasks?start=&end=``;
+  ``POST .../indexes/{t}/stopIndex|startIndex``. Responses ``{"requestId", "result"}``;
+  errors raise ``TeaException(message=<body text>, data=<parsed body>)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from adapter.runtime import Runtime
+from adapter.server import errors, routes_push, routes_query, routes_tables, routes_vector
+from adapter.server.auth import Authenticator
+from adapter.server.limits import BodyLimitMiddleware
+from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
+
+log = logging.getLogger("adapter.server")
+
+
+def _served_runtime(runtime: Runtime, metrics: Metrics) -> Runtime:
+    """A Runtime sharing ``runtime``'s parts, with engine and embedder timed per request."""
+    served = Runtime(
+        TimedEngine(runtime.engine, metrics.engine),
+        TimedEmbedder(runtime.embedder, metrics.embed) if runtime.embedder is not None else None,
+        runtime.secrets, runtime.tasks, runtime.settings,
+    )
+    served.metrics = metrics
+    return served
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    settings = runtime.settings
+    metrics = Metrics()
+    if runtime.tasks is not None:
+        metrics.add_task_collector(runtime.tasks)
+    app = FastAPI(
+        title="ha3-opensearch-adapter",
+        version="0.1.0",
+        description="HA3 (OpenSearch Vector Search Edition) compatible image search: HA queries, "
+                    "the vector service, push and table management. HTTP Basic auth.",
+    )
+    app.state.runtime = _served_runtime(runtime, metrics)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.auth = Authenticator(list(settings.users), required=settings.auth_required)
+    errors.install(app)
+
+    for module in (routes_query, routes_vector, routes_push, routes_tables):
+        # /{index}/search is a catch-all pattern: register it after the fixed paths.
+        if module is not routes_query:
+            app.include_router(module.router)
+    app.include_router(routes_query.router)
+
+    @app.get("/health", tags=["service"], summary="readiness (no auth)")
+    async def health() -> dict:
+        return {"status": "ok", "engine": settings.engine.kind}
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no auth)")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # Outermost first: observe (request id, timings, logs) wraps the size limit.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    metrics.ready.set(1)
+    return app

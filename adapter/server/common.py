@@ -1,0 +1,62 @@
+"""Request helpers shared by the route modules: JSON bodies, content types, thread offload."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any, Callable
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from adapter.errors import AdapterError, PayloadTooLargeError, QueryError
+
+
+class UnsupportedMediaTypeError(AdapterError):
+    code = 4015
+    http_status = 415
+
+
+JSON_TYPES = ("application/json", "text/json", "text/plain", "application/x-www-form-urlencoded")
+
+
+async def raw_body(request: Request) -> bytes:
+    body = await request.body()
+    if request.headers.get("content-encoding", "").lower() == "deflate":
+        # The vector SDK can deflate request bodies (runtime option Content-Encoding: deflate).
+        limit = request.app.state.settings.limits.max_body_bytes
+        try:
+            d = zlib.decompressobj()
+            body = d.decompress(body, limit + 1)
+        except zlib.error:
+            raise QueryError("body is not valid deflate data", "body") from None
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"inflated request body over the {limit}-byte limit", "body")
+    return body
+
+
+async def json_body(request: Request, *, expect: type | tuple = dict) -> Any:
+    """The request body as JSON of type ``expect``; 415/400 with the reason otherwise."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype and ctype not in JSON_TYPES and not ctype.endswith("+json"):
+        raise UnsupportedMediaTypeError(f"content type '{ctype}' not supported: send application/json",
+                                        "header content-type")
+    body = await raw_body(request)
+    if not body.strip():
+        raise QueryError("request body is empty: expected a JSON document", "body")
+    try:
+        value = json.loads(body)
+    except UnicodeDecodeError:
+        raise QueryError("request body is not UTF-8", "body") from None
+    except json.JSONDecodeError as exc:
+        raise QueryError(f"malformed JSON: {exc.msg}", f"body line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(value, expect):
+        names = {dict: "an object", list: "an array"}
+        want = " or ".join(names.get(t, t.__name__) for t in (expect if isinstance(expect, tuple) else (expect,)))
+        raise QueryError(f"request body must be {want}, got {type(value).__name__}", "$")
+    return value
+
+
+async def offload(fn: Callable, *args, **kwargs) -> Any:
+    """Run blocking work (engine, embedding) off the event loop; context (timings) follows."""
+    return await run_in_threadpool(fn, *args, **kwargs)

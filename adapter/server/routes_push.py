@@ -1,0 +1,84 @@
+"""Push: ``POST /update/{data_source}/actions/bulk`` with ``[{"cmd":"add"|"delete","fields":{...}}]``.
+
+Data source → table rule (HA3 names API-push data sources after the table, sometimes with
+the instance id in front): the first of these that names an existing table wins —
+1. ``{data_source}`` itself;  2. without a ``_datasource`` / ``-datasource`` suffix;
+3. the part after the first ``_`` (``{instance}_{table}``), then after each later ``_``.
+Unknown → 404. The SDK's ``X-Opensearch-Swift-PK-Field`` header, when sent, must name the
+table's primary key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from adapter.errors import NotFoundError, QueryError
+from adapter.server.auth import writer
+from adapter.server.common import json_body, offload
+
+router = APIRouter(tags=["push"])
+
+
+def resolve_table(engine: Any, data_source: str) -> str:
+    tables = set(engine.list_tables())
+    candidates = [data_source]
+    for suffix in ("_datasource", "-datasource", "_data_source"):
+        if data_source.endswith(suffix):
+            candidates.append(data_source[: -len(suffix)])
+    for base in list(candidates):
+        pos = base.find("_")
+        while pos != -1:
+            candidates.append(base[pos + 1:])
+            pos = base.find("_", pos + 1)
+    for name in candidates:
+        if name in tables:
+            return name
+    raise NotFoundError(f"no table for data source '{data_source}' (tables: "
+                        f"{', '.join(sorted(tables)) or 'none'})", "path data_source")
+
+
+def _report_dict(report: Any) -> tuple[int, list[dict]]:
+    written = getattr(report, "written", None)
+    if written is None and isinstance(report, dict):
+        written = report.get("written", 0)
+    failures = getattr(report, "failures", None)
+    if failures is None and isinstance(report, dict):
+        failures = report.get("failures", [])
+    items = []
+    for f in failures or []:
+        pk = getattr(f, "pk", None) if not isinstance(f, dict) else f.get("pk")
+        reason = getattr(f, "reason", None) if not isinstance(f, dict) else f.get("reason")
+        items.append({"code": 4020, "message": f"document {pk!r}: {reason}", "pk": pk})
+    return int(written or 0), items
+
+
+def do_push(runtime: Any, data_source: str, pk_header: str | None, commands: list) -> tuple[int, dict]:
+    from adapter.ingest.push import apply_push
+
+    table = resolve_table(runtime.engine, data_source)
+    spec = runtime.engine.get_spec(table)
+    if pk_header and pk_header != spec.primary_key:
+        raise QueryError(f"X-Opensearch-Swift-PK-Field '{pk_header}' is not the primary key of table "
+                         f"'{table}' ('{spec.primary_key}')", "header X-Opensearch-Swift-PK-Field")
+    report = apply_push(runtime, table, commands)
+    written, failures = _report_dict(report)
+    runtime_metrics = getattr(runtime, "metrics", None)
+    if runtime_metrics is not None:
+        runtime_metrics.pushed.labels(table, "ok").inc(written)
+        runtime_metrics.pushed.labels(table, "failed").inc(len(failures))
+    if failures:
+        # Good documents are written; the client still learns (and raises on) the bad ones.
+        return 400, {"status": "FAIL", "result": False, "written": written, "errors": failures}
+    return 200, {"status": "OK", "result": True, "written": written, "errors": []}
+
+
+@router.post("/update/{data_source}/actions/bulk", summary="push documents (add / delete)")
+async def push_bulk(data_source: str, request: Request, _=Depends(writer)) -> JSONResponse:
+    commands = await json_body(request, expect=list)
+    status, body = await offload(do_push, request.app.state.runtime, data_source,
+                                 request.headers.get("x-opensearch-swift-pk-field"), commands)
+    body["request_id"] = request.state.request_id
+    return JSONResponse(body, status_code=status)

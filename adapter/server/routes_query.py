@@ -1,0 +1,109 @@
+"""HA query endpoints: ``GET|POST /query`` and ``POST /{index}/search``.
+
+What the official ``alibabacloud_ha3engine`` SDK sends (see app.py for the full notes):
+``GET /query?query=<whole HA string>`` (``config=...&&query=...&&cluster=general``) or
+``POST /query`` with ``{"assemblyQuery": "<HA string>"}``; ``/query?type=sql`` is SQL
+(``{"assemblyQuery": sql}``), which we answer with a clear 400.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from adapter.errors import PayloadTooLargeError, QueryError
+from adapter.server.auth import reader
+from adapter.server.common import json_body, offload
+
+router = APIRouter(tags=["HA query"])
+
+
+def run_ha_query(runtime: Any, text: str) -> Response:
+    """Parse, plan, execute and format one HA query string (blocking)."""
+    from adapter.query.executor import execute
+    from adapter.query.format import format_ha_response
+    from adapter.query.haquery import parse_ha_query
+    from adapter.query.planner import plan_ha_query
+
+    t0 = time.perf_counter()
+    q = parse_ha_query(text)
+    plan, options = plan_ha_query(q, runtime.engine)
+    model = runtime.model_for(plan.table) if plan.vectors is None else None
+    result = execute(plan, runtime.engine, runtime.embedder, model)
+    body = format_ha_response(result, options, time.perf_counter() - t0)
+    if isinstance(body, str):
+        return Response(body, media_type="application/xml")
+    return JSONResponse(body)
+
+
+def _check_sql(request: Request) -> None:
+    if request.query_params.get("type", "").lower() == "sql":
+        raise QueryError("SQL queries are not supported by this service; use the HA query syntax "
+                         "(config=...&&query=...)", "query parameter type")
+
+
+def _check_len(request: Request, text: str) -> str:
+    limit = request.app.state.settings.limits.max_query_string_bytes
+    if len(text.encode("utf-8", "replace")) > limit:
+        raise PayloadTooLargeError(f"query string over the {limit}-byte limit", "query")
+    if not text.strip():
+        raise QueryError("empty query: expected config=...&&query=...", "query offset 0")
+    return text
+
+
+@router.get("/query", summary="HA query string (GET ?query=...)")
+async def query_get(request: Request, query: str = "", _=Depends(reader)) -> Response:
+    _check_sql(request)
+    text = _check_len(request, query)
+    return await offload(run_ha_query, request.app.state.runtime, text)
+
+
+@router.post("/query", summary="HA query string (POST {assemblyQuery})")
+async def query_post(request: Request, _=Depends(reader)) -> Response:
+    _check_sql(request)
+    body = await json_body(request)
+    text = body.get("assemblyQuery", body.get("query"))
+    if not isinstance(text, str):
+        raise QueryError("body must carry the HA query string in 'assemblyQuery'", "$.assemblyQuery")
+    return await offload(run_ha_query, request.app.state.runtime, _check_len(request, text))
+
+
+_CLAUSES = ("config", "query", "filter", "sort", "kvpairs", "distinct", "aggregate")
+
+
+def _compose(index: str, body: dict) -> str:
+    """A ``/{index}/search`` JSON body as an HA query string (cluster = the index)."""
+    text = body.get("assemblyQuery")
+    if isinstance(text, str):
+        return text
+    query = body.get("query")
+    if isinstance(query, str) and "&&" in query and "=" in query.split("&&")[0]:
+        return query  # already a whole HA query string
+    parts = []
+    for clause in _CLAUSES:
+        value = body.get(clause)
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = ",".join(f"{k}:{v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ";".join(str(v) for v in value)
+        elif not isinstance(value, (str, int, float)):
+            raise QueryError(f"'{clause}' must be a string, object or list", f"$.{clause}")
+        parts.append(f"{clause}={value}")
+    if not any(p.startswith("query=") for p in parts):
+        raise QueryError("search body needs 'query' (an HA query clause or a whole HA query string)", "$.query")
+    if not any(p.startswith("config=") for p in parts):
+        parts.insert(0, "config=start:0,hit:10,format:json")
+    parts.append(f"cluster={body.get('cluster', index)}")
+    return "&&".join(parts)
+
+
+@router.post("/{index}/search", summary="HA query as JSON (SDK search_rest)")
+async def index_search(index: str, request: Request, _=Depends(reader)) -> Response:
+    body = await json_body(request)
+    text = _check_len(request, _compose(index, body))
+    return await offload(run_ha_query, request.app.state.runtime, text)

@@ -1,0 +1,42 @@
+"""Vector-service endpoints: ``POST /vector-service/{query,inference-query,...}`` and
+``GET /network/active``.
+
+The ``alibabacloud_ha3engine_vector`` SDK posts the request model's camelCase map as JSON
+(``tableName``, ``vector``, ``content``, ``modal``, ``topK``, ...), optionally deflated,
+and reads the response body as a string. ``adapter.query.vector_service.handle`` does the
+work and builds the envelope; errors use the same envelope (see errors.py).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from adapter.server.auth import reader
+from adapter.server.common import json_body, offload
+
+router = APIRouter(tags=["vector service"])
+
+ENDPOINTS = ("query", "inference-query", "multi-query", "fetch", "search", "aggregate", "batch-query", "stats")
+
+
+def _make(endpoint: str):
+    async def handler(request: Request, _=Depends(reader)) -> JSONResponse:
+        from adapter.query.vector_service import handle
+
+        body = await json_body(request)
+        result = await offload(handle, endpoint, body, request.app.state.runtime)
+        return JSONResponse(result)
+
+    handler.__name__ = "vector_" + endpoint.replace("-", "_")
+    return handler
+
+
+for _ep in ENDPOINTS:
+    router.add_api_route(f"/vector-service/{_ep}", _make(_ep), methods=["POST"],
+                         summary=f"vector service {_ep}")
+
+
+@router.get("/network/active", summary="connectivity and credential check (SDK active())")
+async def network_active(_=Depends(reader)) -> dict:
+    return {"status": "OK", "result": "active", "errorCode": 0, "errorMsg": ""}
