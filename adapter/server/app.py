@@ -63,7 +63,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapter.runtime import Runtime
-from adapter.server import errors, routes_push, routes_query, routes_tables, routes_vector
+from adapter.server import errors, routes_push, routes_query, routes_tables, routes_ui, routes_vector
 from adapter.server.auth import Authenticator
 from adapter.server.limits import BodyLimitMiddleware
 from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
@@ -104,6 +104,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         if module is not routes_query:
             app.include_router(module.router)
     app.include_router(routes_query.router)
+    routes_ui.include_ui(app)  # the search page: /, /ui/, /ui/static, /ui/thumbnail, /ui/api
 
     @app.get("/health", tags=["service"], summary="readiness (no auth)")
     async def health() -> dict:

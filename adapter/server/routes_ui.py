@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from adapter.server import thumbnails
+from adapter.server.auth import reader
+from adapter.server.common import offload
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 THUMBNAIL_MAX_AGE_S = 3600
@@ -26,16 +28,23 @@ def runtime_of(request: Request) -> Any:
 
 
 @router.get("/ui/thumbnail/{table}/{pk}", tags=["ui"])
-def thumbnail(table: str, pk: str, request: Request, size: int = 256) -> Response:
-    """A resized JPEG of one document's source image (object store or Base64 field)."""
+async def thumbnail(table: str, pk: str, request: Request, size: int = 256, _=Depends(reader)) -> Response:
+    """A resized JPEG of one document's source image (object store or Base64 field).
+
+    ``private``: the image is behind auth, so shared caches must not keep it.
+    """
     runtime = runtime_of(request)
-    spec = runtime.engine.get_spec(table)
-    data, tag = thumbnails.read_source_image(runtime, spec, pk)
-    etag = f'"{tag}-{size}"'
-    headers = {"Cache-Control": f"private, max-age={THUMBNAIL_MAX_AGE_S}", "ETag": etag}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    return Response(thumbnails.make_thumbnail(data, size), media_type="image/jpeg", headers=headers)
+
+    def work() -> Response:
+        spec = runtime.engine.get_spec(table)
+        data, tag = thumbnails.read_source_image(runtime, spec, pk)
+        etag = f'"{tag}-{size}"'
+        headers = {"Cache-Control": f"private, max-age={THUMBNAIL_MAX_AGE_S}", "ETag": etag}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(thumbnails.make_thumbnail(data, size), media_type="image/jpeg", headers=headers)
+
+    return await offload(work)
 
 
 def table_summary(runtime: Any, name: str) -> dict[str, Any]:
@@ -63,15 +72,19 @@ def table_summary(runtime: Any, name: str) -> dict[str, Any]:
 
 
 @router.get("/ui/api/tables", tags=["ui"])
-def ui_tables(request: Request) -> dict[str, Any]:
+async def ui_tables(request: Request, principal=Depends(reader)) -> dict[str, Any]:
     """Tables with what the page needs: index name, distance, counts, generations."""
     runtime = runtime_of(request)
-    tables = [table_summary(runtime, name) for name in sorted(runtime.engine.list_tables())]
-    return {"tables": tables, "user": getattr(request.state, "user", None)}
+
+    def work() -> list[dict[str, Any]]:
+        return [table_summary(runtime, name) for name in sorted(runtime.engine.list_tables())]
+
+    return {"tables": await offload(work), "user": principal.username,
+            "instance_id": runtime.settings.instance_id}
 
 
 @router.get("/ui/api/tasks", tags=["ui"])
-def ui_tasks(request: Request) -> dict[str, Any]:
+async def ui_tasks(request: Request, _=Depends(reader)) -> dict[str, Any]:
     return {"tasks": []}
 
 
