@@ -67,7 +67,9 @@ def table_summary(runtime: Any, name: str) -> dict[str, Any]:
         "doc_count": stats.doc_count,
         "generation": stats.generation,
         "generations": generations,
-        "can_rebuild": False,
+        # The server's reindex endpoint decides whether a source is configured; the page
+        # shows its answer.
+        "can_rebuild": True,
     }
 
 
@@ -85,7 +87,11 @@ async def ui_tables(request: Request, principal=Depends(reader)) -> dict[str, An
 
 @router.get("/ui/api/tasks", tags=["ui"])
 async def ui_tasks(request: Request, _=Depends(reader)) -> dict[str, Any]:
-    return {"tasks": []}
+    """Rebuild and push tasks, newest first (the admin view's progress bars poll this)."""
+    registry = runtime_of(request).tasks
+    tasks = [t.to_dict() for t in registry.list()] if registry is not None else []
+    tasks.sort(key=lambda t: t.get("created") or 0, reverse=True)
+    return {"tasks": tasks}
 
 
 def include_ui(app: FastAPI) -> None:

@@ -106,6 +106,7 @@ const b64Text = (text) => b64FromBytes(new TextEncoder().encode(text));
 async function loadTables() {
   const body = await apiJson("/ui/api/tables");
   state.tables = body.tables || [];
+  state.instanceId = body.instance_id;
   const select = $("#q-table");
   const keep = select.value;
   select.innerHTML = "";
@@ -351,9 +352,16 @@ async function loadAdmin() {
 }
 
 async function startRebuild(table) {
+  // The same call as the OpenAPI SDK's reindex: POST .../instances/{id}/tables/{t}/reindex.
+  const url = `/openapi/ha3/instances/${encodeURIComponent(state.instanceId || "ha3-adapter")}` +
+    `/tables/${encodeURIComponent(table)}/reindex`;
   try {
-    await apiJson(`/ui/api/tables/${encodeURIComponent(table)}/rebuild`, { method: "POST" });
-  } catch (e) { alert(`rebuild not started: ${e.message}`); return; }
+    await apiJson(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+    $("#admin-message").textContent = `rebuild of ${table} started`;
+  } catch (e) {
+    $("#admin-message").textContent = `rebuild of ${table} not started: ${e.message}`;
+    return;
+  }
   await loadTasks();
 }
 
@@ -368,11 +376,13 @@ async function loadTasks() {
   for (const task of tasks) {
     const row = document.createElement("div");
     row.className = "task";
-    const done = task.done || 0, total = task.total || 0;
-    const pct = total ? Math.round((100 * done) / total) : (task.state === "succeeded" ? 100 : 0);
+    const done = task.read || 0, total = task.total || 0;
+    const pct = task.progress != null ? Math.round(100 * task.progress) : 0;
     const label = document.createElement("span");
-    label.textContent = `${task.kind || "task"} ${task.table || ""} — ${task.state}: ${done}/${total || "?"}` +
-      (task.failed ? `, ${task.failed} failed` : "") + (task.error ? ` — ${task.error}` : "");
+    label.textContent = `${task.kind || "task"} ${task.table || ""} (${task.taskId || ""}) — ${task.state}: ` +
+      `${done}/${total || "?"} read, ${task.indexed || 0} indexed` +
+      (task.failed ? `, ${task.failed} failed` : "") + (task.generation ? `, generation ${task.generation}` : "") +
+      (task.message ? ` — ${task.message}` : "");
     const bar = document.createElement("progress");
     bar.max = 100; bar.value = pct;
     row.append(label, bar);
