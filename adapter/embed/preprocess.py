@@ -44,22 +44,30 @@ class ClipPreprocess:
 
     @classmethod
     def from_hf_config(cls, path: str | Path) -> "ClipPreprocess":
-        """Read ``preprocessor_config.json`` (a file, or a model directory holding one)."""
+        """Read ``preprocessor_config.json`` or ``processor_config.json`` (file or model dir)."""
         path = Path(path)
         if path.is_dir():
-            path = path / "preprocessor_config.json"
+            candidates = [path / "preprocessor_config.json", path / "processor_config.json"]
+            path = next((c for c in candidates if c.exists()), candidates[0])
         cfg = json.loads(path.read_text())
-        size = cfg.get("size", 224)
-        if isinstance(size, dict):
-            size = size.get("shortest_edge") or size.get("height")
-        crop = cfg.get("crop_size", size)
-        if isinstance(crop, dict):
-            crop = crop.get("height") or crop.get("shortest_edge")
+        return cls.from_mapping(cfg.get("image_processor", cfg))
+
+    @classmethod
+    def from_image_processor(cls, processor) -> "ClipPreprocess":
+        """From a live transformers image processor (or a processor holding one)."""
+        processor = getattr(processor, "image_processor", processor)
+        keys = ("size", "crop_size", "image_mean", "image_std", "resample")
+        return cls.from_mapping({k: getattr(processor, k) for k in keys if getattr(processor, k, None) is not None})
+
+    @classmethod
+    def from_mapping(cls, cfg) -> "ClipPreprocess":
+        size = _edge(cfg.get("size", 224))
+        crop = _edge(cfg.get("crop_size", size)) or size
         return cls(
             size=int(size),
             crop=int(crop),
-            mean=tuple(cfg.get("image_mean", OPENAI_CLIP_MEAN)),
-            std=tuple(cfg.get("image_std", OPENAI_CLIP_STD)),
+            mean=tuple(float(v) for v in cfg.get("image_mean", OPENAI_CLIP_MEAN)),
+            std=tuple(float(v) for v in cfg.get("image_std", OPENAI_CLIP_STD)),
             resample=int(cfg.get("resample", 3)),
         )
 
@@ -99,3 +107,11 @@ class ClipPreprocess:
         if not images:
             return np.zeros((0, 3, self.crop, self.crop), dtype=np.float32)
         return self.normalize(np.stack([self.resize_crop(im) for im in images]))
+
+
+def _edge(size) -> int | None:
+    """224, {"shortest_edge": 224}, {"height": 224, "width": 224} or a SizeDict → 224."""
+    if size is None or isinstance(size, int):
+        return size
+    get = size.get if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+    return get("shortest_edge") or get("height")

@@ -25,10 +25,6 @@ from adapter.errors import AdapterError, AuthError, QueryError
 
 log = logging.getLogger("adapter.server")
 
-EMPTY_HA_RESULT = {"searchtime": 0.0, "totalHits": 0, "numHits": 0, "coveredPercent": 100.0,
-                   "items": [], "facet": []}
-
-
 def request_id(request: Request | None) -> str:
     rid = getattr(request.state, "request_id", None) if request is not None else None
     return rid or uuid.uuid4().hex
@@ -37,14 +33,19 @@ def request_id(request: Request | None) -> str:
 def error_body(path: str, err: AdapterError, rid: str) -> dict:
     item = err.to_dict()
     if path.startswith("/vector-service") or path.startswith("/network"):
-        return {"errorCode": item["code"], "errorMsg": item["message"], "result": [],
-                "totalCount": 0, "totalTime": 0.0, "requestId": rid}
+        from adapter.query.vector_service import format_vector_error
+
+        return {**format_vector_error(err), "requestId": rid}
     if path.startswith("/update/"):
         return {"status": "FAIL", "errors": [item], "request_id": rid}
     if path.startswith("/openapi/"):
         return {"requestId": rid, "code": str(item["code"]), "message": item["message"],
                 "httpCode": err.http_status}
-    return {"errors": [item], "result": dict(EMPTY_HA_RESULT), "tracer": "", "request_id": rid}
+    from adapter.query.format import format_ha_error
+
+    body = format_ha_error(err)
+    body["request_id"] = rid
+    return body
 
 
 def error_response(path: str, err: AdapterError, rid: str) -> JSONResponse:

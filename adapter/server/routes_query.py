@@ -31,8 +31,8 @@ def run_ha_query(runtime: Any, text: str) -> Response:
     t0 = time.perf_counter()
     q = parse_ha_query(text)
     plan, options = plan_ha_query(q, runtime.engine)
-    model = runtime.model_for(plan.table) if plan.vectors is None else None
-    result = execute(plan, runtime.engine, runtime.embedder, model)
+    result = execute(plan, runtime.engine, runtime.embedder, None,
+                     distinct=options.distinct, aggregates=options.aggregates)
     body = format_ha_response(result, options, time.perf_counter() - t0)
     if isinstance(body, str):
         return Response(body, media_type="application/xml")

@@ -1,0 +1,187 @@
+"""Incremental pushes: HA3's ``POST /update/{table}/actions/bulk`` body into the live table.
+
+    [{"cmd": "add", "fields": {"id": 1, "cate_id": 3, "vector_source_image": "<Base64>"}},
+     {"cmd": "delete", "fields": {"id": 2}}]
+
+``add`` replaces by primary key; ``delete`` removes (a missing key succeeds). The image of
+an ``add`` comes as Base64 in the source field, as an object-store path when the source
+field is an oss field (the table's stored credentials, else the environment's), or as a
+ready vector in the vector field (``"0.1,0.2,..."`` with embedding_delimiter, or a list).
+Commands apply in order; each bad document fails alone with its primary key and reason.
+While a rebuild of the table runs, every applied command is also journaled and replayed
+into the new generation before it goes live.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from adapter.errors import AdapterError, ImageError, SourceError
+from adapter.ingest.journal import active_journal
+from adapter.ingest.prepare import Failure, Prepared, RecordPreparer, embed_prepared, model_name, to_document
+from adapter.ingest.rebuild import parts_of
+from adapter.schema.model import TableSpec
+from adapter.sources.objectstore import ObjectStore, open_store
+
+SUPPORTED_COMMANDS = ("add", "delete")
+
+
+@dataclass
+class PushReport:
+    table: str
+    read: int = 0
+    added: int = 0
+    deleted: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    journaled: bool = False  # a rebuild was running: the commands will reach its generation too
+
+    @property
+    def written(self) -> int:
+        return self.added + self.deleted
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "read": self.read, "added": self.added, "deleted": self.deleted,
+                "written": self.written, "failed": self.failed, "journaled": self.journaled,
+                "failures": [f.to_dict() for f in self.failures]}
+
+
+def resolve_store(runtime: Any, table: str, spec: TableSpec) -> ObjectStore | None:
+    """The object store for a table's oss source field, credentials from the runtime's secrets.
+
+    Looks for ``runtime.secrets.object_store(table)`` (an ObjectStoreSpec/config/mapping with
+    credentials) and falls back to the schema's endpoint/bucket with environment credentials.
+    """
+    source = spec.source_field
+    if source is None or source.object_store is None:
+        return None
+    cache = getattr(runtime, "_ingest_stores", None)
+    if isinstance(cache, dict) and table in cache:
+        return cache[table]
+    credentials = None
+    secrets = getattr(runtime, "secrets", None)
+    for getter in ("object_store", "get_object_store", "get"):
+        fn = getattr(secrets, getter, None)
+        if callable(fn):
+            try:
+                credentials = fn(table)
+            except (AdapterError, KeyError):
+                credentials = None
+            break
+    try:
+        if credentials is None:
+            store = open_store(source.object_store)
+        elif hasattr(credentials, "access_key_id") and not hasattr(credentials, "addressing_style"):
+            store = open_store(credentials)  # an ObjectStoreSpec with keys
+        else:
+            store = open_store(source.object_store, overrides=credentials)
+    except SourceError:
+        store = None  # reported per document as store_error
+    if isinstance(cache, dict):
+        cache[table] = store
+    return store
+
+
+def apply_push(runtime: Any, table: str, commands: Sequence[Any], *, pk_field: str | None = None,
+               store: ObjectStore | None = None, concurrency: int = 8, embed_batch_size: int = 32) -> PushReport:
+    """Apply HA3 push commands in order. Per-document failures are in the report; a missing
+    table raises NotFoundError (the whole request is wrong, not one document)."""
+    parts = parts_of(runtime)
+    engine, embedder = parts.engine, parts.embedder
+    spec = engine.get_spec(table)
+    pk_name = pk_field or spec.primary_key
+    if store is None:
+        store = resolve_store(runtime, table, spec)
+    preparer = RecordPreparer(spec, store=store, image_kind="auto")
+    model = model_name(spec, getattr(runtime, "model_overrides", None))
+    report = PushReport(table)
+
+    # Split into runs of adds and deletes so that order across commands is kept.
+    runs: list[tuple[str, list[tuple[int, dict]]]] = []
+    for index, command in enumerate(commands):
+        report.read += 1
+        checked = _check_command(command, index, pk_name, spec)
+        if isinstance(checked, Failure):
+            report.failures.append(checked)
+            continue
+        cmd, fields = checked
+        if runs and runs[-1][0] == cmd:
+            runs[-1][1].append((index, fields))
+        else:
+            runs.append((cmd, [(index, fields)]))
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push-fetch") as pool:
+        for cmd, items in runs:
+            if cmd == "delete":
+                _apply_deletes(engine, table, [f[pk_name] for _, f in items], report)
+            else:
+                if pk_name != spec.primary_key:
+                    items = [(i, {**f, spec.primary_key: f[pk_name]}) for i, f in items]
+                prepared = list(pool.map(lambda pair: preparer.prepare(pair[1], pair[0]), items))
+                embed_prepared(prepared, embedder, model, spec.dimension, embed_batch_size)
+                _apply_adds(engine, table, prepared, report)
+    return report
+
+
+def _check_command(command: Any, index: int, pk_name: str, spec: TableSpec) -> tuple[str, dict] | Failure:
+    if not isinstance(command, dict):
+        return Failure(None, "bad_record", f"command [{index}] must be an object with cmd and fields", index)
+    fields = command.get("fields")
+    pk = fields.get(pk_name) if isinstance(fields, dict) else None
+    cmd = str(command.get("cmd", "")).lower()
+    if cmd not in SUPPORTED_COMMANDS:
+        return Failure(pk, "bad_record", f"command [{index}]: cmd '{command.get('cmd')}' is not add or delete", index)
+    if not isinstance(fields, dict):
+        return Failure(pk, "bad_record", f"command [{index}]: 'fields' must be an object", index)
+    if pk is None or pk == "":
+        return Failure(None, "bad_record", f"command [{index}]: primary key '{pk_name}' is missing", index)
+    if cmd == "delete":
+        try:
+            from adapter.sources.tables import coerce_value
+
+            fields = {**fields, pk_name: coerce_value(pk, spec.field(spec.primary_key))}
+        except ValueError as exc:
+            return Failure(pk, "bad_record", f"command [{index}]: primary key: {exc}", index)
+    return cmd, fields
+
+
+def _apply_deletes(engine: Any, table: str, pks: list[Any], report: PushReport) -> None:
+    journal = active_journal(table)
+    if journal is None:
+        result = engine.delete(table, pks)
+    else:
+        with journal.lock:
+            result = engine.delete(table, pks)
+            journal.record_deletes(pks)
+            report.journaled = True
+    failed = {str(f.pk) for f in result.failures}
+    report.failures.extend(Failure(f.pk, "engine_rejection", f.reason) for f in result.failures)
+    report.deleted += sum(1 for pk in pks if str(pk) not in failed)
+
+
+def _apply_adds(engine: Any, table: str, prepared: list[Prepared], report: PushReport) -> None:
+    ok = [item for item in prepared if item.failure is None]
+    report.failures.extend(item.failure for item in prepared if item.failure is not None)
+    if not ok:
+        return
+    docs = [to_document(item) for item in ok]
+    journal = active_journal(table)
+    if journal is None:
+        result = engine.upsert(table, docs)
+    else:
+        with journal.lock:
+            result = engine.upsert(table, docs)
+            rejected = {str(f.pk) for f in result.failures}
+            journal.record_upserts([d for d in docs if str(d.pk) not in rejected])
+            report.journaled = True
+    rejected = {str(f.pk): f.reason for f in result.failures}
+    for item in ok:
+        if str(item.pk) in rejected:
+            report.failures.append(Failure(item.pk, "engine_rejection", rejected[str(item.pk)], item.offset))
+        else:
+            report.added += 1

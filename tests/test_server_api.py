@@ -1,0 +1,210 @@
+"""HTTP service behaviour through FastAPI's TestClient: auth, errors, table → push → query."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from _server_support import ADMIN, READER, basic, make_settings, png_b64, push_body, seed_schema
+
+INSTANCE = "ha3-adapter"
+TABLES = f"/openapi/ha3/instances/{INSTANCE}/tables"
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from adapter.embed.testing import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny", dim=512)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, tiny_clip):
+    from adapter.runtime import Runtime
+    from adapter.server.app import create_app
+
+    tmp = tmp_path_factory.mktemp("svc")
+    settings = make_settings(tmp, tiny_clip, limits={"max_body_bytes": 2 * 1024 * 1024})
+    runtime = Runtime.from_settings(settings)
+    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
+        c.runtime = runtime
+        c.tmp = tmp
+        r = c.post(TABLES, headers=basic(ADMIN), json={"name": "images", "schema": seed_schema()})
+        assert r.status_code == 200, r.text
+        r = c.post("/update/images/actions/bulk", headers=basic(ADMIN), json=push_body(6))
+        assert r.status_code == 200, r.text
+        yield c
+    runtime.close()
+
+
+def ha(client, query: str, auth=ADMIN):
+    return client.get("/query", params={"query": query}, headers=basic(auth))
+
+
+def test_health_needs_no_auth_and_metrics_exposes_counters(client):
+    assert client.get("/health").json()["status"] == "ok"
+    ha(client, "config=hit:2,format:json&&query=image_index:'1,2'&&cluster=images")
+    text = client.get("/metrics").text
+    assert "ha3_adapter_requests_total" in text
+    assert 'endpoint="/query"' in text
+
+
+def test_missing_and_wrong_credentials_get_401_in_ha_format(client):
+    r = client.get("/query", params={"query": "config=hit:1&&query=x:'1'"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith("Basic")
+    assert r.json()["errors"][0]["code"] == 4010
+    r = ha(client, "config=hit:1&&query=x:'1'", auth=(ADMIN[0], "wrong"))
+    assert r.status_code == 401 and "wrong username or password" in r.json()["errors"][0]["message"]
+    r = client.post("/vector-service/query", json={"tableName": "images", "vector": [0.0] * 512},
+                    headers={"Authorization": "Basic !!!notbase64"})
+    assert r.status_code == 401 and r.json()["errorCode"] == 4010
+
+
+def test_read_only_user_can_query_but_not_write(client):
+    text = base64.b64encode("a red square".encode()).decode()
+    r = ha(client, f"config=hit:3,format:json&&query=image_index:'{text}&modal=text&n=3'&&cluster=images",
+           auth=READER)
+    assert r.status_code == 200, r.text
+    r = client.post("/update/images/actions/bulk", headers=basic(READER), json=push_body(1))
+    assert r.status_code == 403 and r.json()["status"] == "FAIL"
+    r = client.delete(f"{TABLES}/images", headers=basic(READER))
+    assert r.status_code == 403
+
+
+def test_table_create_push_query_round_trip(client):
+    r = client.get(f"{TABLES}/images", headers=basic(ADMIN))
+    assert r.status_code == 200
+    view = r.json()["result"]
+    assert view["primaryKey"] == "id" and view["docCount"] == 6
+    assert view["fieldSchema"]["vector"] == "MULTI_FLOAT"
+    assert "images" in [t["name"] for t in client.get(TABLES, headers=basic(ADMIN)).json()["result"]]
+
+    # Image query by Base64 through the vector service: the pushed red square ranks first.
+    r = client.post("/vector-service/inference-query", headers=basic(ADMIN),
+                    json={"tableName": "images", "content": png_b64((255, 0, 0)), "modal": "image",
+                          "topK": 3, "outputFields": ["cate_id"]})
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert str(result[0]["id"]) == "1" and len(result) == 3
+    assert float(result[0]["score"]) == pytest.approx(0.0, abs=1e-3)
+    assert float(r.headers["x-embed-time-ms"]) > 0 and float(r.headers["x-engine-time-ms"]) > 0
+
+    # Delete by push, then fetch shows it gone.
+    r = client.post("/update/images/actions/bulk", headers=basic(ADMIN),
+                    json=[{"cmd": "delete", "fields": {"id": 6}}])
+    assert r.status_code == 200, r.text
+    r = client.post("/vector-service/fetch", headers=basic(ADMIN), json={"tableName": "images", "ids": ["5", "6"]})
+    assert r.status_code == 200, r.text
+    assert [str(x["id"]) for x in r.json()["result"]] == ["5"]
+
+
+def test_push_data_source_name_rules(client):
+    from adapter.server.routes_push import resolve_table
+
+    engine = client.runtime.engine
+    assert resolve_table(engine, "images") == "images"
+    assert resolve_table(engine, "images_datasource") == "images"
+    assert resolve_table(engine, "ha3-cn-abc_images") == "images"
+    r = client.post("/update/nosuch/actions/bulk", headers=basic(ADMIN), json=push_body(1))
+    assert r.status_code == 404 and r.json()["status"] == "FAIL"
+    r = client.post("/update/images/actions/bulk", headers={**basic(ADMIN), "X-Opensearch-Swift-PK-Field": "cate_id"},
+                    json=push_body(1))
+    assert r.status_code == 400 and "primary key" in r.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("method,path,kwargs,fmt", [
+    ("get", "/query", {"params": {"query": "config=hit:abc&&query="}}, "ha"),
+    ("get", "/query", {"params": {"query": "config=hit:2&&query=nosuchindex:'1,2'"}}, "ha"),
+    ("get", "/query", {"params": {"query": ""}}, "ha"),
+    ("get", "/query", {"params": {"query": "x", "type": "sql"}}, "ha"),
+    ("post", "/query", {"content": b"{not json", "headers": {"content-type": "application/json"}}, "ha"),
+    ("post", "/query", {"json": {"assemblyQuery": 5}}, "ha"),
+    ("post", "/query", {"content": b"<xml/>", "headers": {"content-type": "application/xml"}}, "ha"),
+    ("post", "/vector-service/query", {"json": {"tableName": "nosuch", "vector": [0.1] * 512}}, "vec"),
+    ("post", "/vector-service/query", {"json": {"tableName": "images", "vector": [0.1, 0.2]}}, "vec"),
+    ("post", "/vector-service/query", {"json": [1, 2]}, "vec"),
+    ("post", "/vector-service/inference-query", {"json": {"tableName": "images", "content": "@@@", "modal": "image"}}, "vec"),
+    ("post", "/vector-service/fetch", {"content": b"\xff\xfe", "headers": {"content-type": "application/json"}}, "vec"),
+    ("post", "/update/images/actions/bulk", {"json": {"cmd": "add"}}, "push"),
+    ("post", TABLES, {"json": {"name": "bad", "schema": {"fields": []}}}, "api"),
+    ("post", TABLES, {"json": {"schema": {}}}, "api"),
+    ("get", f"{TABLES}/nosuch", {}, "api"),
+    ("delete", f"{TABLES}/nosuch", {}, "api"),
+    ("get", "/no/such/endpoint/here", {}, "ha"),
+    ("put", "/query", {}, "ha"),
+])
+def test_bad_input_is_4xx_in_client_format(client, method, path, kwargs, fmt):
+    kwargs = dict(kwargs)
+    kwargs["headers"] = {**basic(ADMIN), **kwargs.get("headers", {})}
+    r = getattr(client, method)(path, **kwargs)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    body = r.json()
+    if fmt == "ha":
+        assert body["errors"] and body["errors"][0]["message"]
+    elif fmt == "vec":
+        assert body["errorCode"] != 0 and body["errorMsg"]
+    elif fmt == "push":
+        assert body["status"] == "FAIL" and body["errors"]
+    else:
+        assert body["code"] and body["message"] and body["requestId"]
+
+
+def test_oversized_body_gets_413_before_reading(client):
+    # A 3 MB Base64 "image" over the 2 MiB limit configured for this app (30 MB in the
+    # default 20 MiB configuration behaves the same).
+    big = "A" * (3 * 1024 * 1024)
+    r = client.post("/vector-service/inference-query", headers=basic(ADMIN),
+                    json={"tableName": "images", "content": big, "modal": "image"})
+    assert r.status_code == 413
+    assert "limit is 2097152 bytes" in r.json()["errorMsg"]
+
+    def chunks():  # no Content-Length: the streamed body is counted and cut off
+        for _ in range(40):
+            yield b"x" * 100_000
+
+    r = client.post("/update/images/actions/bulk", headers=basic(ADMIN), content=chunks())
+    assert r.status_code == 413 and r.json()["status"] == "FAIL"
+
+
+def test_created_table_usable_at_once_and_delete(client):
+    schema = seed_schema("vec2")
+    r = client.post(TABLES, headers=basic(ADMIN), json={"name": "fresh", "schema": json.dumps(schema)})
+    assert r.status_code == 200, r.text
+    r = client.post(TABLES, headers=basic(ADMIN), json={"name": "fresh", "schema": schema})
+    assert r.status_code == 409
+    r = client.post("/update/fresh/actions/bulk", headers=basic(ADMIN), json=push_body(2))
+    assert r.status_code == 200, r.text
+    r = ha(client, "config=hit:5,format:json&&query=vec2:'" + ",".join(["0.01"] * 512) + "&n=5'&&cluster=fresh")
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["numHits"] == 2
+    r = client.get(f"{TABLES}/fresh/index_versions", headers=basic(ADMIN))
+    assert r.status_code == 200 and r.json()["result"]
+    assert client.delete(f"{TABLES}/fresh", headers=basic(ADMIN)).status_code == 200
+    assert client.get(f"{TABLES}/fresh", headers=basic(ADMIN)).status_code == 404
+
+
+def test_secrets_kept_out_of_engine_and_responses(client):
+    import stat
+
+    from _server_support import MAPPINGS
+
+    oss = json.loads((MAPPINGS / "image_search_oss.json").read_text())
+    secret_values = ("oss_access_key", "oss_secret")
+    r = client.post(TABLES, headers=basic(ADMIN), json={"name": "oss_table", "schema": oss})
+    assert r.status_code == 200, r.text
+    view = client.get(f"{TABLES}/oss_table", headers=basic(ADMIN)).text
+    params = [f.get("user_defined_param", {}) for f in oss["fields"]]
+    creds = [p[k] for p in params for k in secret_values if p.get(k)]
+    assert creds, "the seed OSS schema carries credentials"
+    for c in creds:
+        assert c not in view and c not in r.text
+    secrets_file = client.runtime.secrets.path
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert creds[0] in secrets_file.read_text()
+    full = client.runtime.spec_with_secrets("oss_table")
+    store = next(iter(full.object_store_fields().values()))
+    assert store.access_key_secret.get_secret_value() in creds
