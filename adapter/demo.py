@@ -199,7 +199,7 @@ def _push_counts(report: Any) -> tuple[int, list[str]]:
         fails = report.get("failures") or report.get("errors") or []
         return int(report.get("written", report.get("indexed", 0))), [str(f) for f in fails]
     fails = getattr(report, "failures", []) or []
-    lines = [f"{getattr(f, 'pk', '?')}: {getattr(f, 'reason', f)}" for f in fails]
+    lines = [f"{getattr(f, 'pk', '?')}: {getattr(f, 'message', None) or getattr(f, 'reason', f)}" for f in fails]
     return int(getattr(report, "written", getattr(report, "indexed", 0))), lines
 
 

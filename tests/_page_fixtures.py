@@ -21,12 +21,12 @@ PHOTO_COUNT = 10  # enough for filters and ranking, small enough for a 2-core te
 def build_runtime(tmp: Path, photos_count: int = PHOTO_COUNT):
     """Runtime over ``tmp`` with the demo table holding the first shipped photos."""
     from adapter.demo import demo_settings, ensure_table, ingest_photos, shipped_photos
-    from adapter.embed.testing import make_tiny_clip
+    from adapter.embed.testing import make_tiny_clip, tiny_clip_registry_config
     from adapter.runtime import Runtime
 
     clip = make_tiny_clip(tmp / "tiny-clip")
     models = tmp / "models.yaml"
-    models.write_text(yaml.safe_dump({"models": {"clip": {"kind": "hf_clip", "path": str(clip)}}}))
+    models.write_text(yaml.safe_dump(tiny_clip_registry_config(clip)))
     settings = demo_settings(tmp / "data", opensearch=None, port=0, models=models, user=USER, password=PASSWORD)
     runtime = Runtime.from_settings(settings)
     photos = shipped_photos()[:photos_count]

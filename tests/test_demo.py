@@ -15,12 +15,12 @@ from adapter.demo import SHIPPED_PHOTOS, folder_photos, shipped_photos
 
 @pytest.fixture(scope="module")
 def models_yaml(tmp_path_factory):
-    from adapter.embed.testing import make_tiny_clip
+    from adapter.embed.testing import make_tiny_clip, tiny_clip_registry_config
 
     tmp = tmp_path_factory.mktemp("models")
     clip = make_tiny_clip(tmp / "clip")
     path = tmp / "models.yaml"
-    path.write_text(yaml.safe_dump({"models": {"clip": {"kind": "hf_clip", "path": str(clip)}}}))
+    path.write_text(yaml.safe_dump(tiny_clip_registry_config(clip)))
     return path
 
 
