@@ -54,25 +54,33 @@ class SecretStore:
         os.replace(tmp, self.path)
 
     def put_spec(self, spec: TableSpec) -> None:
-        """Keep the credentials of every object-store field of ``spec`` (replacing old ones)."""
-        creds: dict[str, dict[str, str]] = {}
+        """Keep every object-store field of ``spec`` with its credentials (replacing old ones)."""
+        stores: dict[str, dict[str, str]] = {}
         for name, store in spec.object_store_fields().items():
             if store.has_credentials:
-                creds[name] = {
+                stores[name] = {
+                    "content_type": store.content_type, "endpoint": store.endpoint, "bucket": store.bucket,
                     "access_key_id": store.access_key_id.get_secret_value() if store.access_key_id else "",
                     "access_key_secret": store.access_key_secret.get_secret_value() if store.access_key_secret else "",
                 }
         with self._lock:
-            if creds:
-                self._data[spec.name] = creds
+            if stores:
+                self._data[spec.name] = stores
             else:
                 self._data.pop(spec.name, None)
             self._write()
 
     def get(self, table: str) -> dict[str, dict[str, str]]:
-        """``{field: {"access_key_id", "access_key_secret"}}`` for ``table`` (may be empty)."""
+        """``{field: {endpoint, bucket, access_key_id, access_key_secret, ...}}`` (may be empty)."""
         with self._lock:
             return {k: dict(v) for k, v in self._data.get(table, {}).items()}
+
+    def object_store(self, table: str, field: str | None = None) -> ObjectStoreSpec | None:
+        """The object store (with credentials) of ``field`` or the table's first stored one;
+        None when the table keeps no credentials (ingest then uses environment credentials)."""
+        stores = self.get(table)
+        entry = stores.get(field) if field else next(iter(stores.values()), None)
+        return ObjectStoreSpec.model_validate(entry) if entry else None
 
     def delete(self, table: str) -> None:
         with self._lock:
@@ -88,7 +96,8 @@ class SecretStore:
         for f in spec.fields:
             c = creds.get(f.name)
             if c and f.object_store is not None:
-                store = ObjectStoreSpec.model_validate({**f.object_store.model_dump(), **c})
+                keys = {k: c[k] for k in ("access_key_id", "access_key_secret") if k in c}
+                store = ObjectStoreSpec.model_validate({**f.object_store.model_dump(), **keys})
                 f = f.model_copy(update={"object_store": store})
             fields.append(f)
         return spec.model_copy(update={"fields": fields})
@@ -125,14 +134,33 @@ class Runtime:
         self.engine.create_table(spec)
         try:
             self.secrets.put_spec(spec)
+            self._store_schema(spec.name, schema_json)
         except Exception:
             self.engine.drop_table(spec.name)
             raise
         return spec
 
+    def _store_schema(self, name: str, schema_json: str | bytes | dict) -> None:
+        """Keep the uploaded schema (credential values blanked) for later rebuilds."""
+        doc = json.loads(schema_json) if isinstance(schema_json, (str, bytes)) else json.loads(json.dumps(schema_json))
+        for key in ("schema", "table", "index_schema"):
+            if "fields" not in doc and isinstance(doc.get(key), (dict, str)):
+                inner = doc[key]
+                doc = json.loads(inner) if isinstance(inner, str) else inner
+        for field in doc.get("fields", []) if isinstance(doc, dict) else []:
+            params = field.get("user_defined_param") if isinstance(field, dict) else None
+            if isinstance(params, dict):
+                for secret in ("oss_access_key", "oss_secret", "access_key_id", "access_key_secret"):
+                    if secret in params:
+                        params[secret] = ""
+        directory = Path(self.settings.state_dir) / "schemas"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{name}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+
     def drop_table(self, name: str) -> None:
         self.engine.drop_table(name)
         self.secrets.delete(name)
+        (Path(self.settings.state_dir) / "schemas" / f"{name}.json").unlink(missing_ok=True)
 
     def spec(self, table: str) -> TableSpec:
         """The public spec (no credentials). NotFoundError for an unknown table."""

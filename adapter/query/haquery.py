@@ -480,8 +480,7 @@ _B64 = re.compile(r"[A-Za-z0-9+/]*")
 
 def decode_base64(payload: str, at: int = 0) -> bytes:
     """Standard or URL-safe Base64, padding optional; spaces read as ``+`` (form-decoded)."""
-    s = payload.strip().replace(" ", "+").replace("-", "+").replace("_", "/")
-    s = re.sub(r"[\r\n\t]", "", s)
+    s = re.sub(r"[\r\n\t]", "", payload).replace(" ", "+").replace("-", "+").replace("_", "/")
     core = s.rstrip("=")
     if not core:
         raise _err("query: empty Base64 payload", at)

@@ -40,19 +40,14 @@ def resolve_table(engine: Any, data_source: str) -> str:
                         f"{', '.join(sorted(tables)) or 'none'})", "path data_source")
 
 
-def _report_dict(report: Any) -> tuple[int, list[dict]]:
-    written = getattr(report, "written", None)
-    if written is None and isinstance(report, dict):
-        written = report.get("written", 0)
-    failures = getattr(report, "failures", None)
-    if failures is None and isinstance(report, dict):
-        failures = report.get("failures", [])
+def _failure_items(report: Any) -> list[dict]:
     items = []
-    for f in failures or []:
-        pk = getattr(f, "pk", None) if not isinstance(f, dict) else f.get("pk")
-        reason = getattr(f, "reason", None) if not isinstance(f, dict) else f.get("reason")
-        items.append({"code": 4020, "message": f"document {pk!r}: {reason}", "pk": pk})
-    return int(written or 0), items
+    for f in getattr(report, "failures", []) or []:
+        d = f.to_dict() if hasattr(f, "to_dict") else dict(f)
+        where = f" (command {d['offset']})" if d.get("offset") is not None else ""
+        items.append({"code": 4020, "message": f"document {d.get('pk')!r}{where}: {d.get('reason')}: "
+                                               f"{d.get('message', '')}".rstrip(": "), **d})
+    return items
 
 
 def do_push(runtime: Any, data_source: str, pk_header: str | None, commands: list) -> tuple[int, dict]:
@@ -64,7 +59,7 @@ def do_push(runtime: Any, data_source: str, pk_header: str | None, commands: lis
         raise QueryError(f"X-Opensearch-Swift-PK-Field '{pk_header}' is not the primary key of table "
                          f"'{table}' ('{spec.primary_key}')", "header X-Opensearch-Swift-PK-Field")
     report = apply_push(runtime, table, commands)
-    written, failures = _report_dict(report)
+    written, failures = int(report.written), _failure_items(report)
     runtime_metrics = getattr(runtime, "metrics", None)
     if runtime_metrics is not None:
         runtime_metrics.pushed.labels(table, "ok").inc(written)

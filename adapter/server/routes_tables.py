@@ -188,3 +188,62 @@ async def index_version(instance: str, table: str, generation: str, request: Req
 def _gen_view(g: dict) -> dict:
     return {"generationId": g.get("generation"), "live": g.get("live"), "docCount": g.get("doc_count"),
             "createTime": g.get("created")}
+
+
+# -- reindex and tasks ---------------------------------------------------------------------
+
+def _reindex_pipeline(rt, table: str, body: dict):
+    """The PipelineConfig for ``POST .../tables/{table}/reindex``.
+
+    Body: ``{"pipeline": {source: {...}, ...}}`` (a pipeline definition as in pipelines/*.yaml;
+    ``table`` is the path's, ``schema`` defaults to the schema the table was created with).
+    The SDK's ReindexRequest fields (dataTimeSec, ossDataPath, partition) alone are not
+    enough to find a source, so they get a 400 that says what to send.
+    """
+    from adapter.ingest.pipeline import PipelineConfig
+
+    raw = body.get("pipeline")
+    if not isinstance(raw, dict):
+        raise QueryError("reindex needs 'pipeline': a pipeline definition (source table / object store) "
+                         "as in pipelines/*.yaml", "$.pipeline")
+    raw = {**raw, "table": table}
+    state = rt.settings.state_dir
+    if "schema" not in raw:
+        stored = state / "schemas" / f"{table}.json"
+        if not stored.exists():
+            raise QueryError(f"no stored schema for table '{table}': give pipeline.schema", "$.pipeline.schema")
+        raw["schema"] = str(stored)
+    raw.setdefault("checkpoint_dir", str(state / "ingest"))
+    return PipelineConfig.from_dict(raw, base_dir=state)
+
+
+@router.post("/tables/{table}/reindex", summary="rebuild a table from its source (runs as a task)")
+async def reindex(instance: str, table: str, request: Request, _=Depends(writer)) -> dict:
+    _check_instance(request, instance)
+    body = await json_body(request)
+    rt = _rt(request)
+
+    def work():
+        from adapter.ingest.rebuild import rebuild
+
+        rt.engine.get_spec(table)
+        pipeline = _reindex_pipeline(rt, table, body)
+        if rt.tasks.running(table) is not None:
+            raise ConflictError(f"a rebuild of '{table}' is already running", "path table")
+        task = rt.tasks.create("rebuild", table)
+        rt.tasks.run_in_thread(task, lambda progress: rebuild(rt, pipeline, progress=progress))
+        return task.to_dict()
+
+    return _ok(request, await offload(work))
+
+
+@router.get("/tasks", summary="list tasks (rebuilds) with progress")
+async def list_tasks(instance: str, request: Request, table: str | None = None, _=Depends(reader)) -> dict:
+    _check_instance(request, instance)
+    return _ok(request, [t.to_dict() for t in _rt(request).tasks.list(table)])
+
+
+@router.get("/tasks/{task_id}", summary="one task's status")
+async def get_task(instance: str, task_id: str, request: Request, _=Depends(reader)) -> dict:
+    _check_instance(request, instance)
+    return _ok(request, _rt(request).tasks.get(task_id).to_dict())

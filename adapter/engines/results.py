@@ -1,0 +1,123 @@
+"""Engine-neutral steps after the per-vector k-NN: merge, threshold, sort, page.
+
+Both engines retrieve ``k`` neighbours per query vector, in proxima_score semantics, and
+hand them here so that merging several query vectors, ``sf`` thresholds, sort keys and
+start/hit paging behave identically whichever engine ran the search.
+
+Sort semantics: ``RANK`` is relevance order. ``+RANK`` (``descending=False``, the default)
+puts the best hit first for both metrics (smallest squared L2, largest inner product);
+``-RANK`` reverses it. Attribute keys sort by value; missing values sort last.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+from adapter.query.plan import RANK, SortKey
+from adapter.schema.model import TableSpec
+
+
+def merge_vectors(per_vector: Sequence[Iterable[tuple[Any, float]]], mode: str) -> dict[Any, float]:
+    """pk → score across several query vectors: ``sum``, ``max`` or ``min`` of the raw scores."""
+    merged: dict[Any, float] = {}
+    for hits in per_vector:
+        for key, score in hits:
+            if key not in merged:
+                merged[key] = float(score)
+            elif mode == "sum":
+                merged[key] += float(score)
+            elif mode == "max":
+                merged[key] = max(merged[key], float(score))
+            else:
+                merged[key] = min(merged[key], float(score))
+    return merged
+
+
+def passes_threshold(score: float, threshold: float | None, higher_is_better: bool) -> bool:
+    """HA3 ``sf``: squared L2 above it is dropped; inner product below it is dropped."""
+    if threshold is None:
+        return True
+    return score >= threshold if higher_is_better else score <= threshold
+
+
+def relevance_order(scores: dict[Any, float], higher_is_better: bool) -> list[Any]:
+    return sorted(scores, key=lambda key: -scores[key] if higher_is_better else scores[key])
+
+
+def sort_keys_fn(sort: Sequence[SortKey], higher_is_better: bool,
+                 score_of: Callable[[Any], float | None],
+                 value_of: Callable[[Any, str], Any]) -> Callable[[Any], tuple]:
+    """A key function for ``sorted`` applying every sort key in turn (stable, mixed directions)."""
+
+    def key(item: Any) -> tuple:
+        parts: list[Any] = []
+        for sk in sort:
+            if sk.field == RANK:
+                score = score_of(item)
+                value = None if score is None else (-score if higher_is_better else score)
+                descending = sk.descending
+            else:
+                value = value_of(item, sk.field)
+                descending = sk.descending
+            parts.append(_Ordered(value, descending))
+        return tuple(parts)
+
+    return key
+
+
+class _Ordered:
+    """Wraps a value so tuples compare per key direction, with None always last."""
+
+    __slots__ = ("value", "descending")
+
+    def __init__(self, value: Any, descending: bool):
+        self.value = value
+        self.descending = descending
+
+    def __lt__(self, other: "_Ordered") -> bool:
+        a, b = self.value, other.value
+        if a is None or b is None:
+            return a is not None and b is None
+        if isinstance(a, list):
+            a = a[0] if a else None
+        if isinstance(b, list):
+            b = b[0] if b else None
+        if a is None or b is None:
+            return a is not None and b is None
+        try:
+            return a > b if self.descending else a < b
+        except TypeError:
+            return (str(a) > str(b)) if self.descending else (str(a) < str(b))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Ordered) and self.value == other.value
+
+
+def validate_output_fields(spec: TableSpec, output_fields: list[str] | None) -> tuple[list[str], bool]:
+    """(attribute fields to return, whether the vector was named). QueryError on unknown names."""
+    from adapter.engines.sqlfilter import attribute_field
+
+    if output_fields is None:
+        return [f.name for f in spec.attribute_fields], False
+    names: list[str] = []
+    wants_vector = False
+    for name in output_fields:
+        if name == spec.vector_field:
+            wants_vector = True
+            continue
+        attribute_field(spec, name, "output_fields")
+        if name not in names:
+            names.append(name)
+    return names, wants_vector
+
+
+def validate_sort(spec: TableSpec, sort: Sequence[SortKey], allow_rank: bool = True) -> None:
+    from adapter.engines.sqlfilter import attribute_field
+    from adapter.errors import QueryError
+
+    for sk in sort:
+        if sk.field == RANK:
+            if not allow_rank:
+                raise QueryError("RANK cannot be sorted on without a query vector", location="sort.RANK")
+            continue
+        attribute_field(spec, sk.field, "sort")
