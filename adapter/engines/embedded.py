@@ -21,7 +21,6 @@ SQLite when stale. See ``generation.py`` for the crash-safety and locking story.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import sqlite3
@@ -33,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
+from adapter.engines.documents import normalize_document, scalar_value
 from adapter.engines.generation import Generation
 from adapter.engines.results import (
     merge_vectors, passes_threshold, sort_keys_fn, validate_output_fields, validate_sort,
@@ -40,7 +40,7 @@ from adapter.engines.results import (
 from adapter.engines.sqlfilter import SqlFilter, attribute_field, quote_ident
 from adapter.errors import ConflictError, NotFoundError, QueryError, SchemaError
 from adapter.query.plan import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
-from adapter.schema.model import FieldSpec, TableSpec
+from adapter.schema.model import TableSpec
 
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}$")
 DEFAULT_BRUTE_FORCE = 2048
@@ -49,34 +49,6 @@ MAX_K = 10000
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def coerce_field(field: FieldSpec, value: Any) -> Any:
-    """A document value in its column's storage form; ValueError with a reason if impossible."""
-    if value is None:
-        return None
-    if field.multi_value:
-        items = value.split("\x1d") if isinstance(value, str) else list(value)
-        return json.dumps([_scalar(field, v) for v in items])
-    return _scalar(field, value)
-
-
-def _scalar(field: FieldSpec, value: Any) -> Any:
-    if isinstance(value, (list, tuple, dict)):
-        raise ValueError(f"field '{field.name}' expects one {field.type.value} value, got {type(value).__name__}")
-    try:
-        if field.type.is_integer:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if field.type.is_numeric:
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError
-            return number
-    except (TypeError, ValueError):
-        raise ValueError(f"field '{field.name}' expects {field.type.value}, got {value!r}") from None
-    return str(value)
 
 
 class EmbeddedEngine:
@@ -181,40 +153,22 @@ class EmbeddedEngine:
     def upsert(self, table: str, docs: Sequence[Document], *, generation: str | None = None) -> WriteResult:
         gen = self._generation(table, generation)
         spec = gen.spec
-        pk_field = spec.field(spec.primary_key)
         result = WriteResult()
         rows: dict[Any, tuple[list[Any], np.ndarray]] = {}
         for doc in docs:
             try:
-                pk = _scalar(pk_field, doc.pk if doc.pk is not None else doc.fields.get(spec.primary_key))
-                if pk is None:
-                    raise ValueError(f"primary key '{spec.primary_key}' is missing")
-                vector = self._vector(spec, doc.vector)
-                values = []
-                for field in gen.columns:
-                    values.append(pk if field.name == spec.primary_key else coerce_field(field, doc.fields.get(field.name)))
+                pk, values, vector = normalize_document(spec, doc)
             except (ValueError, TypeError) as exc:
                 result.failures.append(WriteFailure(doc.pk, str(exc)))
                 continue
+            columns = [json.dumps(values.get(f.name)) if f.multi_value and values.get(f.name) is not None
+                       else values.get(f.name) for f in gen.columns]
             rows.pop(pk, None)  # last write of a key in one batch wins, in batch order
-            rows[pk] = (values, vector)
+            rows[pk] = (columns, vector)
         if rows:
             gen.write(rows, [])
         result.written = len(rows)
         return result
-
-    @staticmethod
-    def _vector(spec: TableSpec, vector: Any) -> np.ndarray:
-        if vector is None:
-            raise ValueError(f"vector field '{spec.vector_field}' is missing")
-        if isinstance(vector, str):
-            vector = [float(x) for x in vector.split(spec.vector_index.embedding_delimiter) if x.strip()]
-        arr = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if arr.shape[0] != spec.dimension:
-            raise ValueError(f"vector has {arr.shape[0]} values, table '{spec.name}' needs {spec.dimension}")
-        if not np.isfinite(arr).all():
-            raise ValueError("vector contains NaN or infinity")
-        return np.ascontiguousarray(arr)
 
     def delete(self, table: str, pks: Sequence[Any], *, generation: str | None = None) -> WriteResult:
         gen = self._generation(table, generation)
@@ -223,7 +177,7 @@ class EmbeddedEngine:
         keys = []
         for pk in pks:
             try:
-                keys.append(_scalar(pk_field, pk))
+                keys.append(scalar_value(pk_field, pk))
             except ValueError as exc:
                 result.failures.append(WriteFailure(pk, str(exc)))
         if keys:
@@ -256,7 +210,7 @@ class EmbeddedEngine:
         keys = []
         for pk in pks:
             try:
-                keys.append(_scalar(pk_field, pk))
+                keys.append(scalar_value(pk_field, pk))
             except ValueError:
                 continue  # a key that cannot exist is simply missing
         with gen.rw.read():

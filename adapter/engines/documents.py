@@ -1,0 +1,68 @@
+"""Document validation shared by both engines: one bad document fails alone, with a reason."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from adapter.engines.base import Document
+from adapter.schema.model import FieldSpec, TableSpec
+
+
+def scalar_value(field: FieldSpec, value: Any) -> Any:
+    """One value in the field's type; ValueError naming the field if impossible."""
+    if isinstance(value, (list, tuple, dict)):
+        raise ValueError(f"field '{field.name}' expects one {field.type.value} value, got {type(value).__name__}")
+    try:
+        if field.type.is_integer:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if field.type.is_numeric:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+    except (TypeError, ValueError):
+        raise ValueError(f"field '{field.name}' expects {field.type.value}, got {value!r}") from None
+    return str(value)
+
+
+def field_value(field: FieldSpec, value: Any) -> Any:
+    """A document value: scalar, or a list for multi-value fields (a string splits on HA3's \\x1d)."""
+    if value is None:
+        return None
+    if field.multi_value:
+        items = value.split("\x1d") if isinstance(value, str) else list(value)
+        return [scalar_value(field, v) for v in items]
+    return scalar_value(field, value)
+
+
+def vector_value(spec: TableSpec, vector: Any) -> np.ndarray:
+    if vector is None:
+        raise ValueError(f"vector field '{spec.vector_field}' is missing")
+    if isinstance(vector, str):
+        vector = [float(x) for x in vector.split(spec.vector_index.embedding_delimiter) if x.strip()]
+    arr = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if arr.shape[0] != spec.dimension:
+        raise ValueError(f"vector has {arr.shape[0]} values, table '{spec.name}' needs {spec.dimension}")
+    if not np.isfinite(arr).all():
+        raise ValueError("vector contains NaN or infinity")
+    return np.ascontiguousarray(arr)
+
+
+def normalize_document(spec: TableSpec, doc: Document) -> tuple[Any, dict[str, Any], np.ndarray]:
+    """(pk, {attribute: value} for every attribute field, vector). ValueError on bad input."""
+    pk_field = spec.field(spec.primary_key)
+    raw_pk = doc.pk if doc.pk is not None else doc.fields.get(spec.primary_key)
+    if raw_pk is None:
+        raise ValueError(f"primary key '{spec.primary_key}' is missing")
+    pk = scalar_value(pk_field, raw_pk)
+    unknown = [k for k in doc.fields if spec.field(k) is None]
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+    values = {f.name: (pk if f.name == spec.primary_key else field_value(f, doc.fields.get(f.name)))
+              for f in spec.attribute_fields}
+    return pk, values, vector_value(spec, doc.vector)

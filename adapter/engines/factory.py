@@ -1,0 +1,51 @@
+"""Choose an engine from configuration: ``embedded`` (default, no server) or ``opensearch``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from adapter.engines.base import Engine
+from adapter.errors import ConfigError
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["embedded", "opensearch"] = "embedded"
+    data_dir: Path = Path("data")  # embedded: where catalog.sqlite and tables/ live
+    url: str | None = None  # opensearch: e.g. http://localhost:9200 (several: comma separated)
+    username: str | None = None
+    password: SecretStr | None = None  # SecretStr: never printed, logged or dumped
+    verify_certs: bool = True
+    shards: int = Field(1, ge=1)
+    replicas: int = Field(0, ge=0)
+    refresh: bool = False  # opensearch: refresh after each write batch (tests, small demos)
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> "EngineConfig":
+        if self.kind == "opensearch" and not self.url:
+            raise ValueError("engine kind 'opensearch' needs a url (e.g. http://localhost:9200)")
+        return self
+
+
+def open_engine(config: EngineConfig) -> Engine:
+    if config.kind == "embedded":
+        from adapter.engines.embedded import EmbeddedEngine
+
+        return EmbeddedEngine(config.data_dir)
+    try:
+        from adapter.engines.opensearch import OpenSearchEngine
+    except ImportError as exc:  # pragma: no cover - opensearch-py is a dependency
+        raise ConfigError(f"the OpenSearch engine needs opensearch-py: {exc}") from exc
+    return OpenSearchEngine(
+        url=config.url,
+        username=config.username,
+        password=config.password.get_secret_value() if config.password else None,
+        verify_certs=config.verify_certs,
+        shards=config.shards,
+        replicas=config.replicas,
+        refresh=config.refresh,
+    )
