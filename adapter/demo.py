@@ -3,8 +3,11 @@
 Works offline on a fresh machine: the photos are the sample photographs that installed
 packages ship (scikit-image's ``skimage/data`` and scikit-learn's ``sklearn/datasets/images``,
 read as plain files, no download), or any folder given with ``--images``. The table is the
-seed's Base64 schema (``mappings/image_search_base64.json``): images live in the table as
-Base64 text, so no bucket is needed. A second run finds the data directory and reuses it.
+seed's object-store schema (``mappings/image_search_oss.json``) with its bucket pointed at a
+local directory (``file://<data-dir>/bucket``): the photos are copied there (as JPEG) and the
+table holds their object keys, exactly like OSS paths, so the page's thumbnails are read
+server-side the same way a real bucket's are. A second run finds the data directory and
+reuses it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from PIL import Image
 from adapter.errors import ConfigError, ImageError
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
-DEMO_SCHEMA = MAPPINGS_DIR / "image_search_base64.json"
+DEMO_SCHEMA = MAPPINGS_DIR / "image_search_oss.json"
 DEMO_TABLE = "image_search"
 DEMO_USER = "demo"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
@@ -105,8 +108,8 @@ def folder_photos(folder: Path) -> list[DemoPhoto]:
     return photos
 
 
-def encode_for_table(path: Path) -> str:
-    """The photo as the Base64 JPEG the table stores (RGB, longest side STORED_LONGEST_SIDE)."""
+def encode_jpeg(path: Path) -> bytes:
+    """The photo as the JPEG the bucket stores (RGB, longest side STORED_LONGEST_SIDE)."""
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
@@ -115,7 +118,22 @@ def encode_for_table(path: Path) -> str:
             img.save(out, format="JPEG", quality=90)
     except (OSError, ValueError) as exc:
         raise ImageError(f"cannot read image {path.name}: {exc}") from None
-    return base64.b64encode(out.getvalue()).decode("ascii")
+    return out.getvalue()
+
+
+def bucket_dir(data_dir: Path) -> Path:
+    return data_dir / "bucket"
+
+
+def demo_schema(bucket: Path, schema_path: Path = DEMO_SCHEMA) -> dict[str, Any]:
+    """The seed's OSS schema with its bucket pointed at a local directory (no credentials)."""
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    for field in schema["fields"]:
+        params = field.get("user_defined_param") or {}
+        if params.get("content_type") == "oss":
+            field["user_defined_param"] = {"content_type": "oss", "oss_endpoint": bucket.resolve().as_uri(),
+                                           "oss_bucket": "demo", "oss_access_key": "", "oss_secret": ""}
+    return schema
 
 
 # --------------------------------------------------------------------------- settings
@@ -152,11 +170,12 @@ def demo_settings(data_dir: Path, *, opensearch: str | None, port: int, models: 
 
 # --------------------------------------------------------------------------- ingest
 
-def ensure_table(runtime: Any, schema_path: Path = DEMO_SCHEMA, table: str = DEMO_TABLE) -> bool:
+def ensure_table(runtime: Any, bucket: Path, table: str = DEMO_TABLE) -> bool:
     """Create the demo table unless it exists; True when created now."""
     if table in runtime.engine.list_tables():
         return False
-    runtime.create_table(table, schema_path.read_text(encoding="utf-8"))
+    bucket.mkdir(parents=True, exist_ok=True)
+    runtime.create_table(table, demo_schema(bucket))
     return True
 
 
@@ -167,24 +186,29 @@ def missing_photos(runtime: Any, photos: list[DemoPhoto], table: str = DEMO_TABL
     return [p for p in photos if p.pk not in present]
 
 
-def ingest_photos(runtime: Any, photos: list[DemoPhoto], *, table: str = DEMO_TABLE,
+def ingest_photos(runtime: Any, photos: list[DemoPhoto], bucket: Path, *, table: str = DEMO_TABLE,
                   on_batch: Callable[[int], None] = lambda n: None) -> tuple[int, list[str]]:
-    """Push photos as HA3 ``add`` commands in small batches; (written, failure lines)."""
+    """Copy photos into the bucket and push their keys as HA3 ``add`` commands in small
+    batches (the service reads and embeds each image); (written, failure lines)."""
     from adapter.ingest.push import apply_push
+    from adapter.sources.objectstore import open_store
 
+    store = open_store(bucket.resolve().as_uri())
     written, failures = 0, []
     for start in range(0, len(photos), PUSH_BATCH):
         batch = photos[start:start + PUSH_BATCH]
         commands = []
         for photo in batch:
+            key = f"images/{photo.pk}.jpg"
             try:
-                image = encode_for_table(photo.path)
+                (bucket / key).parent.mkdir(parents=True, exist_ok=True)
+                (bucket / key).write_bytes(encode_jpeg(photo.path))
             except ImageError as exc:
                 failures.append(f"{photo.pk}: {exc}")
                 continue
             commands.append({"cmd": "add", "fields": {"id": photo.pk, "cate_id": photo.cate_id,
-                                                      "vector_source_image": image}})
-        report = apply_push(runtime, table, commands) if commands else None
+                                                      "vector_source_image": key}})
+        report = apply_push(runtime, table, commands, store=store) if commands else None
         ok, bad = _push_counts(report)
         written += ok
         failures.extend(bad)
@@ -258,7 +282,8 @@ def run_demo(*, data_dir: Path, images: Path | None = None, opensearch: str | No
     settings = demo_settings(data_dir, opensearch=opensearch, port=port, models=models, password=password)
     runtime = Runtime.from_settings(settings)
     try:
-        created = ensure_table(runtime)
+        bucket = bucket_dir(data_dir)
+        created = ensure_table(runtime, bucket)
         todo = missing_photos(runtime, photos)
         echo(f"data directory {data_dir} ({'reused' if reused else 'new'}); table '{DEMO_TABLE}' "
              f"{'created from ' + DEMO_SCHEMA.name if created else 'exists'}; "
@@ -267,7 +292,7 @@ def run_demo(*, data_dir: Path, images: Path | None = None, opensearch: str | No
         if todo:
             with Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
                 task = bar.add_task("ingest", total=len(todo))
-                written, failures = ingest_photos(runtime, todo, on_batch=lambda n: bar.advance(task, n))
+                written, failures = ingest_photos(runtime, todo, bucket, on_batch=lambda n: bar.advance(task, n))
         for line in failures:
             echo(f"  not ingested: {line}")
         doc_count = runtime.engine.count(DEMO_TABLE)

@@ -20,7 +20,7 @@ PHOTO_COUNT = 10  # enough for filters and ranking, small enough for a 2-core te
 
 def build_runtime(tmp: Path, photos_count: int = PHOTO_COUNT):
     """Runtime over ``tmp`` with the demo table holding the first shipped photos."""
-    from adapter.demo import demo_settings, ensure_table, ingest_photos, shipped_photos
+    from adapter.demo import bucket_dir, demo_settings, ensure_table, ingest_photos, shipped_photos
     from adapter.embed.testing import make_tiny_clip, tiny_clip_registry_config
     from adapter.runtime import Runtime
 
@@ -30,8 +30,9 @@ def build_runtime(tmp: Path, photos_count: int = PHOTO_COUNT):
     settings = demo_settings(tmp / "data", opensearch=None, port=0, models=models, user=USER, password=PASSWORD)
     runtime = Runtime.from_settings(settings)
     photos = shipped_photos()[:photos_count]
-    ensure_table(runtime)
-    written, failures = ingest_photos(runtime, photos)
+    bucket = bucket_dir(tmp / "data")
+    ensure_table(runtime, bucket)
+    written, failures = ingest_photos(runtime, photos, bucket)
     assert not failures and written == len(photos), failures
     return runtime, photos
 

@@ -60,16 +60,34 @@ def read_source_image(runtime: Any, spec: TableSpec, pk: str) -> tuple[bytes, st
         raise NotFoundError(f"no document {pk!r} in table {spec.name!r}")
     value = hits[0].fields.get(field.name)
     if not isinstance(value, str) or not value:
-        raise NotFoundError(f"document {pk!r} has no image in {field.name!r}")
+        # Ingest does not keep Base64 source images as attributes (HA3 does not either).
+        raise NotFoundError(f"document {pk!r} keeps no image in {field.name!r} to show "
+                            "(Base64 images are embedded, not stored)")
     tag = hashlib.sha256(value.encode("utf-8")).hexdigest()[:20]
     if field.object_store is not None:
-        from adapter.sources.objectstore import open_store
+        from adapter.sources.objectstore import MissingObjectError
 
-        # Credentials come from the server's SecretStore; they never leave this process.
-        full_spec = runtime.spec_with_secrets(spec.name)
-        store = open_store(full_spec.field(field.name).object_store)
-        return store.get(value), tag
+        try:
+            return store_for(runtime, spec, field).get(value), tag
+        except MissingObjectError as exc:
+            raise NotFoundError(str(exc)) from None
     return decode_base64_image(value), tag
+
+
+def store_for(runtime: Any, spec: TableSpec, field: FieldSpec) -> Any:
+    """The object store behind an oss field, opened server-side with the stored credentials.
+
+    A ``file://`` endpoint is a local directory used as a bucket (``ha3-adapter demo`` does
+    this); anything else is an S3-compatible endpoint (OSS, MinIO, S3).
+    """
+    from adapter.sources.objectstore import open_store
+
+    endpoint = field.object_store.endpoint if field.object_store else ""
+    if endpoint.startswith("file://"):
+        return open_store(endpoint)
+    # Credentials come from the server's SecretStore; they never leave this process.
+    full_spec = runtime.spec_with_secrets(spec.name)
+    return open_store(full_spec.field(field.name).object_store)
 
 
 def make_thumbnail(data: bytes, size: int) -> bytes:
