@@ -38,7 +38,11 @@ def test_page_and_assets_are_served(service):
 
 def test_overview_needs_auth_and_lists_the_table(service):
     client, photos = service
-    assert client.get("/ui/api/tables").status_code == 401
+    challenged = client.get("/ui/api/tables")
+    assert challenged.status_code == 401 and challenged.headers["www-authenticate"].startswith("Basic")
+    # The page's own fetches get no challenge, so its sign-in form shows instead of a browser prompt.
+    quiet = client.get("/ui/api/tables", headers={"X-Requested-With": "ha3-page"})
+    assert quiet.status_code == 401 and "www-authenticate" not in quiet.headers
     wrong = {"Authorization": "Basic " + base64.b64encode(f"{USER}:nope".encode()).decode()}
     assert client.get("/ui/api/tables", headers=wrong).status_code == 401
     body = client.get("/ui/api/tables", headers=AUTH).json()

@@ -21,7 +21,9 @@ class HttpError extends Error {
 }
 
 async function api(path, options = {}) {
-  const headers = Object.assign({}, options.headers || {});
+  // X-Requested-With: the server then answers 401 without WWW-Authenticate, so the
+  // browser shows our sign-in form instead of its own modal prompt.
+  const headers = Object.assign({ "X-Requested-With": "ha3-page" }, options.headers || {});
   if (state.auth) headers["Authorization"] = state.auth;
   const resp = await fetch(path, Object.assign({}, options, { headers }));
   if (resp.status === 401) {
