@@ -87,7 +87,7 @@ def test_wrong_password_is_refused(page):
 def test_typed_query_shows_results_and_the_api_call(page, base_url):
     _, photos = base_url
     sign_in(page)
-    page.wait_for_selector("#q-table option")
+    page.wait_for_selector("#q-table option", state="attached")
     search_text(page, "a cup of coffee")
     assert "error" not in page.get_attribute("#status", "class")
     cards = page.locator(".hit")
@@ -108,7 +108,7 @@ def test_typed_query_shows_results_and_the_api_call(page, base_url):
 def test_uploaded_image_ranks_itself_first(page, base_url):
     _, photos = base_url
     sign_in(page)
-    page.wait_for_selector("#q-table option")
+    page.wait_for_selector("#q-table option", state="attached")
     target = photos[3]
     page.set_input_files("#q-file", str(target.path))
     page.wait_for_function("document.querySelectorAll('.hit').length > 0")
@@ -124,7 +124,7 @@ def test_uploaded_image_ranks_itself_first(page, base_url):
 def test_cate_id_filter_limits_results(page, base_url):
     _, photos = base_url
     sign_in(page)
-    page.wait_for_selector("#q-table option")
+    page.wait_for_selector("#q-table option", state="attached")
     search_text(page, "a photo", cate="3")
     cates = page.locator(".hit .cate b").all_inner_texts()
     expected = sum(1 for p in photos if p.cate_id == 3)
@@ -138,7 +138,7 @@ def test_cate_id_filter_limits_results(page, base_url):
 def test_admin_view_lists_tables_and_counts(page, base_url):
     _, photos = base_url
     sign_in(page)
-    page.wait_for_selector("#q-table option")
+    page.wait_for_selector("#q-table option", state="attached")
     page.click("#tab-admin")
     page.wait_for_selector("#admin-tables tbody tr")
     cells = page.locator("#admin-tables tbody tr").first.locator("td").all_inner_texts()
