@@ -12,9 +12,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from adapter.errors import ConfigError, QueryError
+import re
+
+from adapter.errors import ConfigError, QueryError, SchemaError
 from adapter.schema.model import ObjectStoreSpec, TableSpec
 from adapter.schema.parse import parse_schema
+
+
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,127}")
 
 
 class SecretStore:
@@ -129,6 +134,9 @@ class Runtime:
     # -- tables ------------------------------------------------------------------------
     def create_table(self, name: str, schema_json: str | bytes | dict) -> TableSpec:
         """Parse an HA3 schema, create the table, keep its credentials in the SecretStore."""
+        if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
+            raise SchemaError("table name must be 1-128 letters, digits, '_' or '-', starting with a letter "
+                              "or '_'", "$.name")
         spec = parse_schema(schema_json, name)
         self._check_model(spec)
         self.engine.create_table(spec)
@@ -184,12 +192,12 @@ class Runtime:
         registry = getattr(self.embedder, "registry", None)
         names = registry.names() if registry is not None and hasattr(registry, "names") else None
         if names is not None and spec.embedding.model not in names:
-            from adapter.errors import SchemaError
             raise SchemaError(f"vector_model '{spec.embedding.model}' is not configured on this "
                               f"service (configured: {', '.join(sorted(names)) or 'none'})",
                               f"$.fields[{spec.vector_field}].user_defined_param.vector_model")
 
     def close(self) -> None:
-        close = getattr(self.engine, "close", None)
-        if close:
-            close()
+        for part in (self.embedder, self.engine):
+            close = getattr(part, "close", None)
+            if close:
+                close()

@@ -84,8 +84,8 @@ class PipelineConfig(BaseModel):
     models_config: Path | None = None  # model registry config (default: the service's)
     models: dict[str, str] = Field(default_factory=dict)  # schema vector_model → registry name
     model: str | None = None  # force one registry model for this table
-    batch_size: int = Field(64, ge=1)  # records per fetch/embed/write step
-    embed_batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(128, ge=1)  # records per fetch/embed/write step
+    embed_batch_size: int = Field(128, ge=1)  # images per EmbeddingService call (it sub-batches per model)
     concurrency: int = Field(8, ge=1)  # fetch+decode threads
     queue_depth: int = Field(4, ge=1)  # batches in flight between stages (bounds memory)
     train_sample_max: int = Field(50_000, ge=1)  # cap on Qc training vectors held in memory

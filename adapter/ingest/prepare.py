@@ -9,8 +9,6 @@ Every way a record can fail ends as a ``Failure(pk, reason, message)``; nothing 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
@@ -54,12 +52,14 @@ class Prepared:
     pk: Any = None
     fields: dict[str, Any] = field(default_factory=dict)
     image: bytes | None = None
+    picture: Any = None  # decoded PIL image, when decoding happens in the fetch pool
     vector: np.ndarray | None = None
     failure: Failure | None = None
 
     def fail(self, reason: str, message: str) -> "Prepared":
         self.failure = Failure(self.pk, reason, message, self.offset)
         self.image = None
+        self.picture = None
         self.vector = None
         return self
 
@@ -88,22 +88,18 @@ def parse_vector(value: Any, dimension: int, delimiter: str = ",") -> np.ndarray
 
 
 def decode_base64_image(value: str) -> bytes:
-    text = _DATA_URL.sub("", value.strip())
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        try:
-            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            raise ImageError("source value is neither a valid Base64 image nor an object path") from None
+    from adapter.embed.images import decode_base64
+
+    return decode_base64(value)
 
 
 class RecordPreparer:
     """Turns raw records into Prepared items for one table. Thread-safe (no mutable state)."""
 
     def __init__(self, spec: TableSpec, *, store: ObjectStore | None = None, image_kind: ImageKind = "auto",
-                 columns: dict[str, str] | None = None):
+                 columns: dict[str, str] | None = None, decode: bool = False):
         self.spec = spec
+        self.decode = decode  # decode here (fetch threads) when the embedder takes decoded images
         self.store = store
         self.columns = columns or {}
         self.image_kind = image_kind
@@ -153,6 +149,14 @@ class RecordPreparer:
             return item.fail("undecodable_image", str(exc))
         if not item.image:
             return item.fail("undecodable_image", "image is empty (0 bytes)")
+        if self.decode:
+            from adapter.embed.images import decode_image
+
+            try:
+                item.picture = decode_image(item.image)
+            except ImageError as exc:
+                return item.fail("undecodable_image", str(exc))
+            item.image = None
         return item
 
 
@@ -166,31 +170,53 @@ def _present(value: Any) -> bool:
     return True
 
 
+def takes_decoded(embedder: Any) -> bool:
+    """Should decoding run in our fetch pool? Only for embedders taking decoded images; the
+    EmbeddingService decodes bytes in its own pool, overlapped with the model (and with its
+    JPEG draft-decoding fast path), so it gets bytes."""
+    return callable(getattr(embedder, "embed_pil_images", None))
+
+
+def _encode(embedder: Any, model: str, batch: Sequence[Prepared]) -> list[Any]:
+    if batch[0].picture is None:
+        return list(embedder.embed_images(model, [it.image for it in batch]))
+    return list(embedder.embed_pil_images(model, [it.picture for it in batch]))
+
+
 def embed_prepared(items: Sequence[Prepared], embedder: Any, model: str, dimension: int,
                    batch_size: int = 32) -> None:
-    """Fill ``vector`` for every item that has image bytes, in batches; failures in place."""
-    pending = [it for it in items if it.failure is None and it.vector is None and it.image is not None]
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start:start + batch_size]
-        try:
-            results = embedder.embed_images(model, [it.image for it in batch])
-        except AdapterError as exc:
-            for it in batch:
-                it.fail("embed_error", str(exc))
-            continue
-        for it, result in zip(batch, results):
-            it.image = None  # free the bytes as soon as they are embedded
-            if isinstance(result, ImageError):
-                it.fail("undecodable_image", str(result))
-            elif isinstance(result, BaseException):
-                it.fail("embed_error", str(result))
-            else:
-                vector = np.asarray(result, dtype=np.float32).reshape(-1)
-                if vector.shape != (dimension,) or not np.all(np.isfinite(vector)):
-                    it.fail("bad_vector", f"model '{model}' returned a vector of shape {vector.shape}, "
-                                          f"the table's dimension is {dimension}")
+    """Fill ``vector`` for every item that has an image, in batches; failures in place."""
+    pending = [it for it in items if it.failure is None and it.vector is None
+               and (it.image is not None or it.picture is not None)]
+    # Keep decoded and raw items apart: one call per kind.
+    groups = [[it for it in pending if it.picture is not None], [it for it in pending if it.picture is None]]
+    for group in groups:
+        for start in range(0, len(group), batch_size):
+            batch = group[start:start + batch_size]
+            try:
+                results = _encode(embedder, model, batch)
+            except AdapterError as exc:
+                for it in batch:
+                    it.fail("embed_error", str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a model crash fails the batch, reported per record
+                for it in batch:
+                    it.fail("embed_error", f"{type(exc).__name__}: {exc}")
+                continue
+            for it, result in zip(batch, results):
+                it.image = None  # free the bytes/pixels as soon as they are embedded
+                it.picture = None
+                if isinstance(result, ImageError):
+                    it.fail("undecodable_image", str(result))
+                elif isinstance(result, BaseException):
+                    it.fail("embed_error", str(result))
                 else:
-                    it.vector = vector
+                    vector = np.asarray(result, dtype=np.float32).reshape(-1)
+                    if vector.shape != (dimension,) or not np.all(np.isfinite(vector)):
+                        it.fail("bad_vector", f"model '{model}' returned a vector of shape {vector.shape}, "
+                                              f"the table's dimension is {dimension}")
+                    else:
+                        it.vector = vector
 
 
 def to_document(item: Prepared) -> Document:

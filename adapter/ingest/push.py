@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from adapter.errors import AdapterError, ImageError, SourceError
+from adapter.errors import AdapterError, SourceError
 from adapter.ingest.journal import active_journal
-from adapter.ingest.prepare import Failure, Prepared, RecordPreparer, embed_prepared, model_name, to_document
+from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
+                                    to_document)
 from adapter.ingest.rebuild import parts_of
 from adapter.schema.model import TableSpec
 from adapter.sources.objectstore import ObjectStore, open_store
@@ -97,7 +98,7 @@ def apply_push(runtime: Any, table: str, commands: Sequence[Any], *, pk_field: s
     pk_name = pk_field or spec.primary_key
     if store is None:
         store = resolve_store(runtime, table, spec)
-    preparer = RecordPreparer(spec, store=store, image_kind="auto")
+    preparer = RecordPreparer(spec, store=store, image_kind="auto", decode=takes_decoded(embedder))
     model = model_name(spec, getattr(runtime, "model_overrides", None))
     report = PushReport(table)
 

@@ -40,7 +40,8 @@ import numpy as np
 from adapter.errors import AdapterError, ConfigError, NotFoundError
 from adapter.ingest.journal import Journal, close_journal, open_journal
 from adapter.ingest.pipeline import PipelineConfig
-from adapter.ingest.prepare import Failure, Prepared, RecordPreparer, embed_prepared, model_name, to_document
+from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
+                                    to_document)
 from adapter.schema.model import TableSpec, VectorIndexType
 from adapter.sources.objectstore import ObjectStore, open_store
 from adapter.sources.tables import Row, count_rows, read_table
@@ -328,7 +329,7 @@ def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "aut
     table = pipeline.table
     store = open_image_store(pipeline, spec)
     preparer = RecordPreparer(spec, store=store, image_kind=pipeline.source.image.kind,
-                              columns=pipeline.source.table.columns)
+                              columns=pipeline.source.table.columns, decode=takes_decoded(embedder))
     model = model_name(spec, pipeline.models, pipeline.model)
     started = time.monotonic()
 

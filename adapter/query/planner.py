@@ -4,7 +4,9 @@ Index resolution rule (HA3 names a vector INDEX, not a table):
   the term's INDEX matches a table when it equals that table's vector index name, its
   vector field name, or the table name itself. Candidate tables: the one ``cluster``
   names, when ``cluster`` is a table name; otherwise every table in the catalog
-  (``cluster=general``, HA3's default cluster, means "the whole instance"). Exactly one
+  (``cluster=general``, HA3's default cluster, means "the whole instance"; any other
+  cluster name that is not a table is treated the same way, since real instances'
+  cluster names are arbitrary and clients send them unchanged). Exactly one
   match → that table; none → QueryError "unknown index"; several → QueryError asking for
   ``cluster=<table>``. A catalog without ``list_tables`` can only resolve by cluster.
 
@@ -129,8 +131,17 @@ def check_dimension(spec: TableSpec, vectors: list[list[float]], location: str) 
 
 
 def default_sort(spec: TableSpec) -> list[SortKey]:
-    """Best first: squared L2 ascending, inner product descending."""
-    return [SortKey(field=RANK, descending=spec.distance.higher_is_better)]
+    """Best first (engine semantics: RANK ascending = relevance order)."""
+    return [SortKey(field=RANK, descending=False)]
+
+
+def engine_sort(keys: list[SortKey], spec: TableSpec) -> list[SortKey]:
+    """HA3 sort keys are literal (``+RANK`` = proxima_score ascending, ``-RANK`` descending);
+    engines read ``RANK`` as relevance order (``descending=False`` = best first for both
+    metrics). So on InnerProduct tables the RANK direction flips: HA3 ``-RANK`` (largest
+    inner product first) is the engines' best-first."""
+    flip = spec.distance.higher_is_better
+    return [SortKey(field=k.field, descending=k.descending != flip) if k.field == RANK else k for k in keys]
 
 
 def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions]:
@@ -150,8 +161,11 @@ def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions
                            start=q.config.start, hit=q.config.hit)
     if q.filter is not None:
         check_fields(spec, filter_fields(q.filter), "filter", f"query offset {q.offsets['filter']}")
-    sort = q.sort or default_sort(spec)
-    check_fields(spec, {k.field for k in sort}, "sort", f"query offset {q.offsets.get('sort', 0)}", allow_rank=True)
+    if q.sort:
+        check_fields(spec, {k.field for k in q.sort}, "sort", f"query offset {q.offsets['sort']}", allow_rank=True)
+        sort = engine_sort(q.sort, spec)
+    else:
+        sort = default_sort(spec)
     opts.sort = sort
     extra_fields: set[str] = set()
     if q.distinct:

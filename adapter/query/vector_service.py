@@ -56,7 +56,8 @@ from adapter.errors import AdapterError, QueryError
 from adapter.query.executor import execute
 from adapter.query.haquery import parse_filter, parse_search_params_json, parse_sort
 from adapter.query.plan import RANK, AggFunc, AggregatePlan, FetchPlan, SearchPlan, SortKey, filter_fields
-from adapter.query.planner import check_dimension, check_fields, translate_search_params
+from adapter.query.planner import (check_dimension, check_fields, default_sort, engine_sort,
+                                   translate_search_params)
 from adapter.schema.model import TableSpec
 
 MAX_TOPK = 10000
@@ -227,10 +228,9 @@ def _rank_sort(spec: TableSpec, order: str | None, sort: str | None, sorts: list
     if order:
         rank = SortKey(field=RANK, descending=order.upper() == "DESC")
         keys = [rank if k.field == RANK else k for k in keys] or [rank]
-    if not keys:
-        keys = [SortKey(field=RANK, descending=spec.distance.higher_is_better)]
     check_fields(spec, {k.field for k in keys}, "sort", f"{path}.sort", allow_rank=True)
-    return keys
+    # literal score order (ASC/DESC, +/-RANK) → engine relevance order
+    return engine_sort(keys, spec) if keys else default_sort(spec)
 
 
 def _search_params(raw: str | dict[str, Any] | None, path: str):
@@ -402,7 +402,7 @@ def handle_search(body: dict, runtime: Any) -> dict:
         vec = embed_content(spec, runtime, text, "text", "$.text.queryString")
         plan = SearchPlan(table=spec.name, vectors=[vec], k=max(depth, 100),
                           filter=_filter(spec, req.text.filter, "$.text.filter"),
-                          sort=[SortKey(field=RANK, descending=spec.distance.higher_is_better)],
+                          sort=default_sort(spec),
                           output_fields=output, start=0, hit=max(depth, 100))
         legs.append((_run(plan, runtime), req.text.weight))
     if req.rank and req.rank.rrf is not None:

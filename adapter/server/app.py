@@ -63,7 +63,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapter.runtime import Runtime
-from adapter.server import errors, routes_push, routes_query, routes_tables, routes_ui, routes_vector
+from adapter.server import docs, errors, routes_push, routes_query, routes_tables, routes_ui, routes_vector
 from adapter.server.auth import Authenticator
 from adapter.server.limits import BodyLimitMiddleware
 from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
@@ -98,6 +98,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.metrics = metrics
     app.state.auth = Authenticator(list(settings.users), required=settings.auth_required)
     errors.install(app)
+    docs.install(app)
 
     for module in (routes_query, routes_vector, routes_push, routes_tables):
         # /{index}/search is a catch-all pattern: register it after the fixed paths.

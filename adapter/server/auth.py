@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from adapter.config import UserConfig, verify_password
 from adapter.errors import AuthError, ForbiddenError
@@ -39,6 +40,17 @@ class Authenticator:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
+    def cached(self, header: str | None) -> Principal | None:
+        """The principal for an already verified header, else None (cheap; no scrypt)."""
+        if not self.required:
+            return Principal("anonymous", read_only=False)
+        if not header:
+            return None
+        return self._cache.get(self._tag(header.partition(" ")[2].strip()))
+
+    def _tag(self, token: str) -> bytes:
+        return hmac.new(self._key, token.encode("utf-8", "replace"), hashlib.sha256).digest()
+
     def authenticate(self, header: str | None) -> Principal:
         if not self.required:
             return Principal("anonymous", read_only=False)
@@ -48,7 +60,7 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "basic" or not token.strip():
             raise AuthError("unsupported authorization scheme: use HTTP Basic", "header authorization")
-        tag = hmac.new(self._key, token.strip().encode("utf-8", "replace"), hashlib.sha256).digest()
+        tag = self._tag(token.strip())
         cached = self._cache.get(tag)
         if cached is not None:
             return cached
@@ -77,16 +89,24 @@ def _dummy_hash() -> str:
     return _DUMMY_HASH_CACHE["h"]
 
 
-def reader(request: Request) -> Principal:
-    """FastAPI dependency: any authenticated user."""
-    principal = request.app.state.auth.authenticate(request.headers.get("authorization"))
+async def reader(request: Request) -> Principal:
+    """FastAPI dependency: any authenticated user.
+
+    Async so that the common case (a header verified before) costs no thread hop; a first
+    sight of a header runs the slow scrypt check in the thread pool, off the event loop.
+    """
+    auth: Authenticator = request.app.state.auth
+    header = request.headers.get("authorization")
+    principal = auth.cached(header)
+    if principal is None:
+        principal = await run_in_threadpool(auth.authenticate, header)
     request.state.user = principal.username
     return principal
 
 
-def writer(request: Request) -> Principal:
+async def writer(request: Request) -> Principal:
     """FastAPI dependency: an authenticated user that may write."""
-    principal = reader(request)
+    principal = await reader(request)
     if principal.read_only:
         raise ForbiddenError(f"user '{principal.username}' is read-only", f"{request.method} {request.url.path}")
     return principal

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from adapter.errors import NotFoundError, QueryError
+from adapter.server import docs
 from adapter.server.auth import writer
 from adapter.server.common import json_body, offload
 
@@ -70,7 +71,8 @@ def do_push(runtime: Any, data_source: str, pk_header: str | None, commands: lis
     return 200, {"status": "OK", "result": True, "written": written, "errors": []}
 
 
-@router.post("/update/{data_source}/actions/bulk", summary="push documents (add / delete)")
+@router.post("/update/{data_source}/actions/bulk", summary="push documents (add / delete)",
+             openapi_extra=docs.body(array_of=docs.PushCommand))
 async def push_bulk(data_source: str, request: Request, _=Depends(writer)) -> JSONResponse:
     commands = await json_body(request, expect=list)
     status, body = await offload(do_push, request.app.state.runtime, data_source,

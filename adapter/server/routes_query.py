@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from adapter.errors import PayloadTooLargeError, QueryError
+from adapter.server import docs
 from adapter.server.auth import reader
 from adapter.server.common import json_body, offload
 
@@ -61,7 +62,7 @@ async def query_get(request: Request, query: str = "", _=Depends(reader)) -> Res
     return await offload(run_ha_query, request.app.state.runtime, text)
 
 
-@router.post("/query", summary="HA query string (POST {assemblyQuery})")
+@router.post("/query", summary="HA query string (POST {assemblyQuery})", openapi_extra=docs.body(docs.HAQueryBody))
 async def query_post(request: Request, _=Depends(reader)) -> Response:
     _check_sql(request)
     body = await json_body(request)

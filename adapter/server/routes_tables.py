@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 
 from adapter.errors import ConflictError, NotFoundError, QueryError
 from adapter.schema.model import TableSpec
+from adapter.server import docs
 from adapter.server.auth import reader, writer
 from adapter.server.common import json_body, offload
 
@@ -114,7 +115,7 @@ def _dry_run(request: Request) -> bool:
     return request.query_params.get("dryRun", "false").lower() in ("true", "1")
 
 
-@router.post("/tables", summary="create a table from an HA3 schema")
+@router.post("/tables", summary="create a table from an HA3 schema", openapi_extra=docs.body(docs.CreateTableBody))
 async def create_table(instance: str, request: Request, _=Depends(writer)) -> dict:
     _check_instance(request, instance)
     body = await json_body(request)
@@ -133,7 +134,8 @@ async def create_table(instance: str, request: Request, _=Depends(writer)) -> di
     return _ok(request, await offload(work))
 
 
-@router.put("/tables/{table}", summary="modify a table (new schema; empty tables switch at once)")
+@router.put("/tables/{table}", summary="modify a table (new schema; empty tables switch at once)",
+            openapi_extra=docs.body(docs.CreateTableBody))
 async def modify_table(instance: str, table: str, request: Request, _=Depends(writer)) -> dict:
     _check_instance(request, instance)
     body = await json_body(request)
@@ -217,7 +219,8 @@ def _reindex_pipeline(rt, table: str, body: dict):
     return PipelineConfig.from_dict(raw, base_dir=state)
 
 
-@router.post("/tables/{table}/reindex", summary="rebuild a table from its source (runs as a task)")
+@router.post("/tables/{table}/reindex", summary="rebuild a table from its source (runs as a task)",
+             openapi_extra=docs.body(docs.ReindexBody))
 async def reindex(instance: str, table: str, request: Request, _=Depends(writer)) -> dict:
     _check_instance(request, instance)
     body = await json_body(request)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from adapter.server import docs
 from adapter.server.auth import reader
 from adapter.server.common import json_body, offload
 
@@ -32,9 +33,17 @@ def _make(endpoint: str):
     return handler
 
 
+def _body_model(endpoint: str):
+    from adapter.query import vector_service as vs
+
+    return {"query": vs.QueryRequest, "inference-query": vs.QueryRequest, "multi-query": vs.MultiQueryRequest,
+            "fetch": vs.FetchRequest, "search": vs.SearchRequest, "aggregate": vs.AggregateRequest,
+            "batch-query": vs.BatchRequest, "stats": vs.StatsRequest}[endpoint]
+
+
 for _ep in ENDPOINTS:
     router.add_api_route(f"/vector-service/{_ep}", _make(_ep), methods=["POST"],
-                         summary=f"vector service {_ep}")
+                         summary=f"vector service {_ep}", openapi_extra=docs.body(_body_model(_ep)))
 
 
 @router.get("/network/active", summary="connectivity and credential check (SDK active())")

@@ -247,7 +247,7 @@ def _make_client(config: ObjectStoreConfig, env: Mapping[str, str]):
     botocore_config = Config(
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
-        retries={"max_attempts": config.max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": config.max_attempts, "mode": "standard"},
         s3={"addressing_style": config.addressing_style},
         max_pool_connections=config.max_pool_connections,
         signature_version="s3v4",

@@ -1,0 +1,223 @@
+"""Query latency over HTTP: text and image queries at 1, 4 and 16 concurrent clients.
+
+    PYTHONPATH=. python bench/query.py --docs 10000 --requests 200
+
+Sets up a table (the seed's Base64 schema, HNSW) in a temp data dir, fills it with
+``--docs`` random unit vectors written straight to the embedded engine (the benchmark is
+about serving, not ingest), starts ``ha3-adapter serve`` in a subprocess with a tiny CLIP
+(``--model tiny``, default) or a registry config you pass (``--models FILE``), then
+drives it with httpx clients in threads. Each response carries the server's own timings
+(``X-Embed-Time-Ms``, ``X-Engine-Time-Ms``, ``X-Service-Time-Ms``), so per request:
+
+    service overhead = X-Service-Time-Ms - embed - engine   (inside the server process)
+    client overhead  = client latency    - embed - engine   (adds HTTP + client stack)
+
+Prints p50/p99 latency, QPS and both overheads per (query kind, concurrency). Figures
+only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_table(tmp: Path, docs: int, index_type: str) -> None:
+    from adapter.engines.base import Document
+    from adapter.engines.embedded import EmbeddedEngine
+
+    schema = json.loads((ROOT / "mappings" / "image_search_base64.json").read_text())
+    for index in schema["indexs"]:
+        if index["index_type"] == "CUSTOMIZED":
+            index["index_name"] = "image_index"
+            params = index["parameters"]
+            params["vector_index_type"] = index_type
+            params.pop("build_index_params", None)
+            params.pop("search_index_params", None)
+    (tmp / "schema.json").write_text(json.dumps(schema))
+    from adapter.schema.parse import parse_schema
+
+    spec = parse_schema(schema, "bench")
+    engine = EmbeddedEngine(tmp / "data")
+    engine.create_table(spec)
+    rng = np.random.default_rng(0)
+    batch = 1000
+    for start in range(0, docs, batch):
+        vecs = rng.standard_normal((min(batch, docs - start), spec.dimension)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        engine.upsert("bench", [Document(pk=start + i + 1, fields={"cate_id": (start + i) % 30, "vector_source_image": ""},
+                                         vector=v) for i, v in enumerate(vecs)])
+    engine.close()
+
+
+def image_b64(seed: int, size: int) -> str:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, total: int, images: list[str]):
+    import httpx
+
+    texts = ["a red dress", "a dog on the beach", "two people riding bicycles", "a black leather shoe"]
+    results: list[tuple[float, float, float, float]] = []
+    lock = threading.Lock()
+    counter = iter(range(total))
+    errors = []
+
+    def body(i: int):
+        if kind == "text":
+            return "/vector-service/inference-query", {"tableName": "bench", "content": texts[i % len(texts)],
+                                                       "modal": "text", "topK": 10}
+        if kind == "image":
+            return "/vector-service/inference-query", {"tableName": "bench", "content": images[i % len(images)],
+                                                       "modal": "image", "topK": 10}
+        text = base64.b64encode(texts[i % len(texts)].encode()).decode()
+        return "/query", {"assemblyQuery": f"config=hit:10,format:json&&query=image_index:'{text}&modal=text&n=10'"
+                                            "&&cluster=bench"}
+
+    def worker():
+        with httpx.Client(base_url=base, auth=auth, timeout=60) as client:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                path, payload = body(i)
+                t0 = time.perf_counter()
+                r = client.post(path, json=payload)
+                dt = (time.perf_counter() - t0) * 1000
+                if r.status_code != 200:
+                    errors.append(r.text[:200])
+                    continue
+                h = r.headers
+                with lock:
+                    results.append((dt, float(h["x-embed-time-ms"]), float(h["x-engine-time-ms"]),
+                                    float(h["x-service-time-ms"])))
+
+    # warm-up (model load, connection setup), not measured
+    with httpx.Client(base_url=base, auth=auth, timeout=120) as c:
+        for i in range(3):
+            path, payload = body(i)
+            c.post(path, json=payload)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return results, wall, errors
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=10000)
+    ap.add_argument("--requests", type=int, default=200, help="requests per (kind, concurrency)")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--kinds", default="text,image,ha-text")
+    ap.add_argument("--index-type", default="HNSW", choices=["HNSW", "Linear", "Qc"])
+    ap.add_argument("--image-size", type=int, default=224, help="query image side (JPEG)")
+    ap.add_argument("--models", type=Path, default=None, help="model registry config (default: tiny CLIP)")
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn workers (1: one process)")
+    args = ap.parse_args()
+
+    import httpx
+    import yaml
+
+    tmp = Path(tempfile.mkdtemp(prefix="ha3-bench-"))
+    t0 = time.perf_counter()
+    build_table(tmp, args.docs, args.index_type)
+    print(f"table: {args.docs} docs, {args.index_type}, built in {time.perf_counter() - t0:.1f}s ({tmp})")
+    models = args.models
+    if models is None:
+        from adapter.embed.testing import make_tiny_clip, tiny_clip_registry_config
+
+        clip = make_tiny_clip(tmp / "clip", dim=512)
+        models = tmp / "models.yaml"
+        models.write_text(yaml.safe_dump(tiny_clip_registry_config(clip)))
+    from adapter.runtime import Runtime  # noqa: F401  (import check before spawning)
+
+    cfg = tmp / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"engine": {"kind": "embedded", "data_dir": str(tmp / "data")},
+                                   "models": str(models), "users": [{"username": "bench", "password": "bench"}]}))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve", "--config", str(cfg), "--port", str(port),
+                             "--log-level", "warning"], env=env, cwd=str(ROOT))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise SystemExit("server did not start")
+        images = [image_b64(i, args.image_size) for i in range(8)]
+        print(f"query image: {args.image_size}px JPEG, {len(images[0]) * 3 // 4 // 1024} KiB; "
+              f"{args.requests} requests per row; CPU cores: {os.cpu_count()}")
+        header = (f"{'kind':8} {'conc':>4} {'QPS':>7} {'p50 ms':>8} {'p99 ms':>8} {'embed p50':>9} {'engine p50':>10} "
+                  f"{'svc ovh p50':>11} {'svc ovh p99':>11} {'cli ovh p50':>11} {'cli ovh p99':>11}")
+        print(header)
+        print("-" * len(header))
+        for kind in args.kinds.split(","):
+            for conc in (int(c) for c in args.concurrency.split(",")):
+                res, wall, errors = run_level(base, ("bench", "bench"), kind, conc, args.requests, images)
+                if errors:
+                    print(f"{kind} x{conc}: {len(errors)} errors, first: {errors[0]}")
+                if not res:
+                    continue
+                lat = [r[0] for r in res]
+                emb = [r[1] for r in res]
+                eng = [r[2] for r in res]
+                svc_ovh = [r[3] - r[1] - r[2] for r in res]
+                cli_ovh = [r[0] - r[1] - r[2] for r in res]
+                print(f"{kind:8} {conc:>4} {len(res) / wall:>7.1f} {pct(lat, 50):>8.2f} {pct(lat, 99):>8.2f} "
+                      f"{pct(emb, 50):>9.2f} {pct(eng, 50):>10.2f} {pct(svc_ovh, 50):>11.3f} {pct(svc_ovh, 99):>11.3f} "
+                      f"{pct(cli_ovh, 50):>11.3f} {pct(cli_ovh, 99):>11.3f}")
+        print("svc ovh = X-Service-Time-Ms - embed - engine (server process); "
+              "cli ovh = client latency - embed - engine (adds HTTP and the Python client).")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""HA3 query strings executed on the REAL embedded engine, checked against numpy brute force.
+
+Tables use the Linear index (exact search), so hits and scores must equal brute force
+exactly (up to float32 rounding), for both distance types and every clause.
+"""
+
+from __future__ import annotations
+
+import base64
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from adapter.engines.base import Document
+from adapter.engines.embedded import EmbeddedEngine
+from adapter.errors import QueryError
+from adapter.query.executor import execute
+from adapter.query.format import format_ha_error, format_ha_response
+from adapter.query.haquery import parse_ha_query
+from adapter.query.planner import plan_ha_query
+from adapter.schema import parse_schema
+
+DIM = 8
+N = 150
+BRANDS = ["acme", "bolt", "crux"]
+
+
+def schema(distance: str, index_type: str = "Linear", index_name: str = "vec_index") -> dict:
+    return {
+        "fields": [
+            {"field_name": "id", "field_type": "INT64"},
+            {"field_name": "cate_id", "field_type": "INT64"},
+            {"field_name": "price", "field_type": "DOUBLE"},
+            {"field_name": "brand", "field_type": "STRING"},
+            {"field_name": "vector_source_image", "field_type": "STRING"},
+            {"field_name": "vector", "field_type": "FLOAT", "multi_value": True,
+             "user_defined_param": {"vector_model": "clip", "vector_modal": "image",
+                                    "vector_source_field": "vector_source_image"}},
+        ],
+        "indexs": [
+            {"index_name": "id", "index_type": "PRIMARYKEY64", "index_fields": "id"},
+            {"index_name": index_name, "index_type": "CUSTOMIZED", "indexer": "aitheta2_indexer",
+             "index_fields": [{"field_name": "id", "boost": 1}, {"field_name": "vector", "boost": 1}],
+             "parameters": {"dimension": str(DIM), "distance_type": distance,
+                            "vector_index_type": index_type, "embedding_delimiter": ",",
+                            "is_embedding_saved": "true"}},
+        ],
+    }
+
+
+class Data:
+    def __init__(self, engine, table, distance):
+        rng = np.random.default_rng(7 if distance == "L2" else 11)
+        self.engine, self.table = engine, table
+        self.ip = distance == "IP"
+        self.vecs = rng.normal(size=(N, DIM)).astype(np.float32)
+        self.ids = np.arange(1, N + 1)
+        self.cate = rng.integers(0, 5, N)
+        self.price = np.round(rng.uniform(1, 100, N), 2)
+        self.brand = [BRANDS[i] for i in rng.integers(0, 3, N)]
+        self.rng = rng
+
+    def docs(self):
+        return [Document(pk=int(self.ids[i]), vector=self.vecs[i],
+                         fields={"cate_id": int(self.cate[i]), "price": float(self.price[i]),
+                                 "brand": self.brand[i], "vector_source_image": f"img/{i}.png"})
+                for i in range(N)]
+
+    def scores(self, q):
+        q = np.asarray(q, dtype=np.float32)
+        return self.vecs @ q if self.ip else ((self.vecs - q) ** 2).sum(1)
+
+    def topn(self, q, n, mask=None):
+        """Brute force: indices best-first and all scores."""
+        s = self.scores(q)
+        idx = np.arange(N) if mask is None else np.flatnonzero(mask)
+        order = idx[np.argsort(-s[idx] if self.ip else s[idx], kind="stable")]
+        return order[:n], s
+
+
+@pytest.fixture(scope="module", params=["L2", "IP"])
+def data(request, tmp_path_factory):
+    distance = {"L2": "SquaredEuclidean", "IP": "InnerProduct"}[request.param]
+    engine = EmbeddedEngine(tmp_path_factory.mktemp(f"engine_{request.param}"))
+    spec = parse_schema(schema(distance), f"products_{request.param.lower()}")
+    engine.create_table(spec)
+    d = Data(engine, spec.name, request.param)
+    result = engine.upsert(spec.name, d.docs())
+    assert result.written == N and not result.failures
+    yield d
+    engine.close()
+
+
+def vec_text(q) -> str:
+    return ",".join(f"{x:.7g}" for x in q)
+
+
+def run(d: Data, query: str, embedder=None):
+    q = parse_ha_query(query)
+    plan, opts = plan_ha_query(q, d.engine)
+    result = execute(plan, d.engine, embedder, None, distinct=opts.distinct, aggregates=opts.aggregates)
+    return result, opts
+
+
+def ids_scores(result):
+    return [h.pk for h in result.hits], np.array([h.score for h in result.hits])
+
+
+def assert_hits(result, d: Data, order, s):
+    pks, scores = ids_scores(result)
+    assert pks == [int(d.ids[i]) for i in order]
+    np.testing.assert_allclose(scores, s[order], rtol=1e-4, atol=1e-4)
+
+
+def test_plain_vector_query_matches_brute_force(data):
+    q = data.rng.normal(size=DIM)
+    result, opts = run(data, f"config=hit:10,format:json&&query=vec_index:'{vec_text(q)}&n=10'")
+    order, s = data.topn(q, 10)
+    assert_hits(result, data, order, s)
+    assert result.total == 10
+    body = format_ha_response(result, opts, 0.002)
+    assert body["errors"] == [] and body["result"]["numHits"] == 10 and body["result"]["totalHits"] == 10
+    item = body["result"]["items"][0]
+    assert item["fields"]["id"] == str(data.ids[order[0]])
+    assert set(item["fields"]) == {"id", "cate_id", "price", "brand", "vector_source_image"}
+    assert float(item["sortExprValues"][0]) == pytest.approx(float(s[order[0]]), rel=1e-5, abs=1e-5)
+    assert {"property", "attribute", "variableValue"} <= set(item)
+
+
+def test_rank_sort_is_literal_ha3_order(data):
+    """+RANK sorts proxima_score ascending, -RANK descending (best first: L2 +, IP -)."""
+    q = data.rng.normal(size=DIM)
+    order, s = data.topn(q, 8)
+    up, _ = run(data, f"query=vec_index:'{vec_text(q)}&n=8'&&sort=+RANK")
+    down, _ = run(data, f"query=vec_index:'{vec_text(q)}&n=8'&&sort=-RANK")
+    expected_up = sorted(order, key=lambda i: s[i])
+    assert ids_scores(up)[0] == [int(data.ids[i]) for i in expected_up]
+    assert ids_scores(down)[0] == [int(data.ids[i]) for i in reversed(expected_up)]
+
+
+def test_filter_clause(data):
+    q = data.rng.normal(size=DIM)
+    mask = ((data.cate == 2) | (data.price < 30)) & np.array([b != "bolt" for b in data.brand])
+    result, _ = run(data, f"query=vec_index:'{vec_text(q)}&n=12'&&config=hit:12"
+                          "&&filter=(cate_id=2 OR price<30) AND brand!=\"bolt\"")
+    order, s = data.topn(q, 12, mask)
+    assert_hits(result, data, order, s)
+    result, _ = run(data, f"query=vec_index:'{vec_text(q)}&n=12'&&config=hit:12"
+                          "&&filter=in(cate_id, \"1|3\") AND notin(brand, \"acme\")")
+    order, s = data.topn(q, 12, np.isin(data.cate, [1, 3]) & np.array([b != "acme" for b in data.brand]))
+    assert_hits(result, data, order, s)
+
+
+def test_score_threshold_sf(data):
+    q = data.rng.normal(size=DIM)
+    order, s = data.topn(q, 40)
+    sf = float(s[order[15]])
+    result, _ = run(data, f"query=vec_index:'{vec_text(q)}&n=40&sf={sf!r}'&&config=hit:40")
+    keep = [i for i in order if (s[i] >= sf if data.ip else s[i] <= sf)]
+    assert 10 <= len(keep) < 40
+    assert_hits(result, data, keep, s)
+
+
+def test_paging_start_hit(data):
+    q = data.rng.normal(size=DIM)
+    order, s = data.topn(q, 20)
+    result, _ = run(data, f"config=start:5,hit:7&&query=vec_index:'{vec_text(q)}&n=20'")
+    assert_hits(result, data, order[5:12], s)
+    assert result.total == 20
+
+
+def test_attribute_sort(data):
+    q = data.rng.normal(size=DIM)
+    order, s = data.topn(q, 15)
+    result, opts = run(data, f"query=vec_index:'{vec_text(q)}&n=15'&&config=hit:15&&sort=-price;+RANK")
+    expected = sorted(order, key=lambda i: -data.price[i])
+    assert ids_scores(result)[0] == [int(data.ids[i]) for i in expected]
+    body = format_ha_response(result, opts, 0.0)
+    assert [float(v) for v in body["result"]["items"][0]["sortExprValues"]] == pytest.approx(
+        [data.price[expected[0]], s[expected[0]]], rel=1e-5)
+
+
+def test_several_query_vectors(data):
+    q1, q2 = data.rng.normal(size=DIM), data.rng.normal(size=DIM)
+    result, _ = run(data, f"query=vec_index:'{vec_text(q1)};{vec_text(q2)}&n=6'&&config=hit:20")
+    merged: dict[int, float] = {}
+    for q in (q1, q2):
+        order, s = data.topn(q, 6)
+        for i in order:
+            merged[int(i)] = max(merged.get(int(i), -np.inf), float(s[i]))  # plan default mode: max
+    best = sorted(merged, key=lambda i: -merged[i] if data.ip else merged[i])
+    pks, scores = ids_scores(result)
+    assert pks == [int(data.ids[i]) for i in best]
+    np.testing.assert_allclose(scores, [merged[i] for i in best], rtol=1e-4, atol=1e-4)
+
+
+def test_distinct(data):
+    q = data.rng.normal(size=DIM)
+    order, s = data.topn(q, 30)
+    result, _ = run(data, f"query=vec_index:'{vec_text(q)}&n=30'&&config=hit:30"
+                          "&&distinct=dist_key:cate_id,dist_count:2")
+    seen: dict[int, int] = {}
+    keep = []
+    for i in order:
+        seen[data.cate[i]] = seen.get(data.cate[i], 0) + 1
+        if seen[data.cate[i]] <= 2:
+            keep.append(i)
+    assert_hits(result, data, keep, s)
+    assert result.total == len(keep) <= 10
+
+
+def test_aggregate_facets(data):
+    q = data.rng.normal(size=DIM)
+    order, _ = data.topn(q, 25)
+    result, opts = run(data, f"query=vec_index:'{vec_text(q)}&n=25'&&config=hit:5"
+                             "&&aggregate=group_key:cate_id,agg_fun:count()#sum(price)#max(price)")
+    assert len(result.hits) == 5 and result.total == 25
+    facet = format_ha_response(result, opts, 0.0)["result"]["facet"][0]
+    assert facet["key"] == "cate_id"
+    got = {it["value"]: it for it in facet["items"]}
+    for c in set(data.cate[order]):
+        members = [i for i in order if data.cate[i] == c]
+        item = got[str(c)]
+        assert item["count"] == len(members)
+        assert item["sum"] == pytest.approx(sum(data.price[members]))
+        assert item["max"] == pytest.approx(max(data.price[members]))
+    counts = [it["count"] for it in facet["items"]]
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_fetch_summary_pk_and_formats(data):
+    q = data.rng.normal(size=DIM)
+    order, s = data.topn(q, 4)
+    query = (f"config=hit:4,format:{{fmt}},fetch_summary_type:pk,qrs_chain:search&&query=vec_index: "
+             f"'{vec_text(q)}&n=10&search_params={{{{}}}}'&&cluster=general"
+             "&&kvpairs=formula:proxima_score(vec_index)")
+    result, opts = run(data, query.format(fmt="json"))
+    body = format_ha_response(result, opts, 0.0)
+    assert [it["fields"] for it in body["result"]["items"]] == [{"id": str(data.ids[i])} for i in order]
+    assert body["result"]["totalHits"] == 10 and body["result"]["numHits"] == 4
+
+    result, opts = run(data, query.format(fmt="fulljson"))
+    full = format_ha_response(result, opts, 0.0)
+    assert full["result"]["items"][0]["clusterName"] == "general"
+
+    result, opts = run(data, query.format(fmt="xml"))
+    xml = format_ha_response(result, opts, 0.0)
+    root = ET.fromstring(xml.split("\n", 1)[1])
+    hits = root.find("hits")
+    assert hits.get("numhits") == "4" and hits.get("totalhits") == "10"
+    assert [h.find("fields/id").text for h in hits.findall("hit")] == [str(data.ids[i]) for i in order]
+    assert root.find("Error/ErrorCode").text == "0"
+
+
+class HashEmbedder:
+    """Deterministic stand-in for EmbeddingService: text/image bytes → a fixed vector."""
+
+    def __init__(self):
+        self.calls = []
+
+    def _vec(self, data: bytes) -> np.ndarray:
+        seed = int.from_bytes(data[:8].ljust(8, b"\0"), "little") ^ len(data)
+        return np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+
+    def embed_text(self, model, text):
+        self.calls.append((model, "text", text))
+        return self._vec(text.encode())
+
+    def embed_image(self, model, data):
+        self.calls.append((model, "image", data))
+        return self._vec(data)
+
+
+def test_text_and_image_content_embedded_with_table_model(data):
+    emb = HashEmbedder()
+    b64 = "5pGp5omY6L2mJuWktOeblA=="
+    result, _ = run(data, f"vec_index:'{b64}&modal=text&n=10&search_params={{}}'"
+                          "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK", emb)
+    assert emb.calls == [("clip", "text", "摩托车&头盔")]
+    q = emb._vec("摩托车&头盔".encode())
+    order, s = data.topn(q, 10)
+    assert sorted(ids_scores(result)[0]) == sorted(int(data.ids[i]) for i in order)
+
+    image = b"\x89PNG fake image bytes \xff\xfe"
+    result, _ = run(data, f"query=vec_index: '{base64.urlsafe_b64encode(image).decode().rstrip('=')}"
+                          "&modal=image&n=5'", emb)
+    assert emb.calls[-1] == ("clip", "image", image)
+    order, s = data.topn(emb._vec(image), 5)
+    assert_hits(result, data, order, s)
+
+
+@pytest.mark.parametrize("query,fragment", [
+    ("query=nope:'{v}&n=5'", "unknown index"),
+    ("query=vec_index:'1,2,3&n=5'", "dimensions"),
+    ("query=vec_index:'{v}&n=5'&&filter=color=1", "unknown filter field"),
+    ("query=vec_index:'{v}&n=5'&&sort=-color", "unknown sort field"),
+    ("query=vec_index:'{v}&n=5'&&distinct=dist_key:color", "unknown distinct field"),
+    ("query=vec_index:'{v}&n=5'&&aggregate=group_key:cate_id,agg_fun:sum(color)", "unknown aggregate field"),
+    ("query=vec_index:'{v}&n=5&search_params={{\"proxima.hnsw.searcher.ef\":-1}}'", "1..100000"),
+    ("query=vec_index:'{v}&n=5&search_params={{\"proxima.qc.searcher.scan_ratio\":2}}'", "(0, 1]"),
+    ("query=nope:'{v}&n=5'&&cluster={table}", "unknown index 'nope' in table"),
+])
+def test_planner_errors(data, query, fragment):
+    v = vec_text(np.zeros(DIM))
+    with pytest.raises(QueryError) as info:
+        plan_ha_query(parse_ha_query(query.format(v=v, table=data.table)), data.engine)
+    assert fragment in str(info.value)
+    assert info.value.location
+    body = format_ha_error(info.value)
+    assert body["errors"][0]["code"] == 2001 and fragment in body["errors"][0]["message"]
+
+
+def test_unknown_cluster_is_treated_like_general(data):
+    """Cluster names of a real HA3 instance are arbitrary: an unknown one is not an error."""
+    plan, _ = plan_ha_query(parse_ha_query(f"query=vec_index:'{vec_text(np.ones(DIM))}'&&cluster=my_cluster"),
+                            data.engine)
+    assert plan.table == data.table
+
+
+def test_cluster_names_table_and_search_params_translate(data):
+    q = parse_ha_query(f"query=vector:'{vec_text(np.ones(DIM))}&n=3&search_params="
+                       "{\"proxima.hnsw.searcher.ef\":77,\"proxima.qc.searcher.scan_ratio\":0.2,\"nprobes\":4}'"
+                       f"&&cluster={data.table}")
+    plan, opts = plan_ha_query(q, data.engine)
+    assert plan.table == data.table and plan.k == 3
+    sp = plan.search_params
+    assert (sp.ef_search, sp.scan_ratio, sp.nprobes) == (77, 0.2, 4)
+
+
+def test_xml_error():
+    xml = format_ha_error(QueryError("bad", "query offset 3"), "xml")
+    root = ET.fromstring(xml.split("\n", 1)[1])
+    assert root.find("Error/ErrorCode").text == "2001"
+    assert "query offset 3" in root.find("Error/ErrorDescription").text

@@ -1,0 +1,92 @@
+"""Settings loading, password hashing, authenticator and the access log's hygiene."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import pytest
+
+from adapter.config import Settings, hash_password, verify_password
+from adapter.errors import AuthError, ConfigError
+
+
+def test_password_hash_round_trip_and_salt():
+    h1, h2 = hash_password("pw"), hash_password("pw")
+    assert h1 != h2 and h1.startswith("scrypt$")
+    assert verify_password("pw", h1) and not verify_password("pW", h1)
+    assert not verify_password("pw", "scrypt$garbage") and not verify_password("pw", "")
+
+
+def test_settings_yaml_env_and_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("engine: {kind: embedded, data_dir: /nowhere}\n"
+                   "users:\n  - {username: ro, password: pw, read_only: true}\n"
+                   "limits: {max_body_bytes: 1000}\n")
+    s = Settings.load(cfg, env={"HA3_ADAPTER_USERNAME": "admin", "HA3_ADAPTER_PASSWORD": "secret"},
+                      overrides={"data_dir": tmp_path / "d", "port": 9999})
+    assert [u.username for u in s.users] == ["admin", "ro"]
+    assert verify_password("secret", s.users[0].password_hash) and s.users[1].read_only
+    assert "secret" not in repr(s.users) and "scrypt" not in repr(s.users)
+    assert s.engine.data_dir == tmp_path / "d" and s.port == 9999 and s.limits.max_body_bytes == 1000
+    assert s.state_dir == tmp_path / "d"
+
+
+@pytest.mark.parametrize("text,where", [
+    ("engine: {kind: elastic}\n", "$.engine"),
+    ("users: [{username: x, password_hash: md5$abc}]\n", "$.users"),
+    ("limits: {max_body_bytes: -1}\n", "$.limits"),
+    ("[1, 2]\n", "c.yaml"),
+    ("a: [\n", "c.yaml"),
+])
+def test_bad_config_is_a_config_error_with_location(tmp_path, text, where):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        Settings.load(cfg, env={})
+    assert where in str(info.value)
+
+
+def test_half_set_env_credentials_rejected():
+    with pytest.raises(ConfigError):
+        Settings.load(None, env={"HA3_ADAPTER_USERNAME": "admin"})
+
+
+def test_authenticator_caches_only_successes():
+    from adapter.config import UserConfig
+    from adapter.server.auth import Authenticator
+
+    auth = Authenticator([UserConfig(username="u", password="p")])
+    good = "Basic " + base64.b64encode(b"u:p").decode()
+    assert auth.authenticate(good).username == "u"
+    assert auth.authenticate(good).username == "u"  # served from the HMAC cache
+    for header in (None, "Bearer x", "Basic " + base64.b64encode(b"u:x").decode(),
+                   "Basic " + base64.b64encode(b"nobody:p").decode(), "Basic " + base64.b64encode(b"up").decode()):
+        with pytest.raises(AuthError):
+            auth.authenticate(header)
+    assert len(auth._cache) == 1
+
+
+def test_access_log_has_no_credentials_query_or_bodies(tmp_path, caplog):
+    from fastapi.testclient import TestClient
+
+    from adapter.runtime import Runtime
+    from adapter.server.app import create_app
+
+    s = Settings.load(None, env={"HA3_ADAPTER_USERNAME": "admin", "HA3_ADAPTER_PASSWORD": "hunter22"},
+                      overrides={"data_dir": tmp_path / "d"})
+    runtime = Runtime.from_settings(s)
+    token = base64.b64encode(b"admin:hunter22").decode()
+    with caplog.at_level(logging.INFO, logger="adapter.access"), TestClient(create_app(runtime)) as c:
+        c.get("/query", params={"query": "config=hit:1&&query=v:'SECRETIMAGEDATA&modal=image'"},
+              headers={"Authorization": f"Basic {token}"})
+        c.post("/vector-service/inference-query", headers={"Authorization": f"Basic {token}"},
+               json={"tableName": "t", "content": "SECRETIMAGEDATA", "modal": "image"})
+    runtime.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "adapter.access"]
+    assert len(lines) == 2
+    entries = [json.loads(line) for line in lines]
+    assert entries[0]["path"] == "/query" and entries[0]["user"] == "admin" and entries[1]["status"] >= 400
+    for line in lines:
+        assert token not in line and "hunter22" not in line and "SECRETIMAGEDATA" not in line

@@ -1,0 +1,52 @@
+"""Property-based API fuzzing from our own OpenAPI document: no input may cause a 500,
+and every response must conform to the documented schema."""
+
+from __future__ import annotations
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis", reason="schemathesis (test extra) not installed")
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from _server_support import ADMIN, basic, make_settings, push_body, seed_schema  # noqa: E402
+
+
+def _app(tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from adapter.embed.testing import make_tiny_clip
+    from adapter.runtime import Runtime
+    from adapter.server.app import create_app
+
+    tmp = tmp_path_factory.mktemp("fuzz")
+    runtime = Runtime.from_settings(make_settings(tmp, make_tiny_clip(tmp / "clip", dim=512)))
+    app = create_app(runtime)
+    with TestClient(app) as c:
+        assert c.post("/openapi/ha3/instances/ha3-adapter/tables", headers=basic(ADMIN),
+                      json={"name": "images", "schema": seed_schema()}).status_code == 200
+        assert c.post("/update/images/actions/bulk", headers=basic(ADMIN), json=push_body(3)).status_code == 200
+    return app
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    return _app(tmp_path_factory)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@pytest.fixture(scope="module")
+def api_schema(app):
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+@pytest.mark.slow
+@schema.parametrize()
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_server_errors(case):
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    response = case.call(headers=basic(ADMIN))
+    case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
