@@ -35,7 +35,7 @@ from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteF
 from adapter.engines.documents import normalize_document, scalar_value
 from adapter.engines.generation import Generation
 from adapter.engines.results import (
-    merge_vectors, passes_threshold, sort_keys_fn, validate_output_fields, validate_sort,
+    merge_vectors, passes_threshold, query_vectors, sort_keys_fn, validate_output_fields, validate_sort,
 )
 from adapter.engines.sqlfilter import SqlFilter, attribute_field, quote_ident
 from adapter.errors import ConflictError, NotFoundError, QueryError, SchemaError
@@ -220,7 +220,7 @@ class EmbeddedEngine:
     def search(self, plan: SearchPlan) -> SearchResult:
         gen = self._generation(plan.table)
         spec = gen.spec
-        queries = self._queries(spec, plan)
+        queries = query_vectors(spec, plan)
         if not 1 <= plan.k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}, got {plan.k}", location="k")
         if plan.start < 0 or plan.hit < 0:
@@ -257,22 +257,6 @@ class EmbeddedEngine:
             pk, values, vector = rows[i]
             hits.append(Hit(pk=pk, score=scores[i], fields={f: values.get(f) for f in fields}, vector=vector))
         return SearchResult(hits=hits, total=len(order), searched_docs=visible)
-
-    @staticmethod
-    def _queries(spec: TableSpec, plan: SearchPlan) -> np.ndarray:
-        if not plan.vectors:
-            raise QueryError("search needs a query vector (or content to embed first)", location="vector")
-        try:
-            queries = np.asarray(plan.vectors, dtype=np.float32)
-        except ValueError:
-            raise QueryError("query vectors must all have the same length", location="vector") from None
-        if queries.ndim != 2 or queries.shape[1] != spec.dimension:
-            got = queries.shape[-1] if queries.ndim == 2 else "ragged"
-            raise QueryError(f"query vector has {got} values, table '{spec.name}' needs {spec.dimension}",
-                             location="vector")
-        if not np.isfinite(queries).all():
-            raise QueryError("query vector contains NaN or infinity", location="vector")
-        return queries
 
     def _approx(self, gen: Generation, q: np.ndarray, k: int, allowed: np.ndarray | None, sp) -> list[tuple[int, float]]:
         nprobes = sp.nprobes

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
-from adapter.query.plan import RANK, SortKey
+import numpy as np
+
+from adapter.errors import QueryError
+from adapter.query.plan import RANK, SearchPlan, SortKey
 from adapter.schema.model import TableSpec
 
 
@@ -113,7 +116,6 @@ def validate_output_fields(spec: TableSpec, output_fields: list[str] | None) -> 
 
 def validate_sort(spec: TableSpec, sort: Sequence[SortKey], allow_rank: bool = True) -> None:
     from adapter.engines.sqlfilter import attribute_field
-    from adapter.errors import QueryError
 
     for sk in sort:
         if sk.field == RANK:
@@ -121,3 +123,20 @@ def validate_sort(spec: TableSpec, sort: Sequence[SortKey], allow_rank: bool = T
                 raise QueryError("RANK cannot be sorted on without a query vector", location="sort.RANK")
             continue
         attribute_field(spec, sk.field, "sort")
+
+
+def query_vectors(spec: TableSpec, plan: SearchPlan) -> np.ndarray:
+    """The plan's query vectors as (n, dimension) float32; QueryError on a wrong shape or NaN."""
+    if not plan.vectors:
+        raise QueryError("search needs a query vector (or content to embed first)", location="vector")
+    try:
+        queries = np.asarray(plan.vectors, dtype=np.float32)
+    except ValueError:
+        raise QueryError("query vectors must all have the same length", location="vector") from None
+    if queries.ndim != 2 or queries.shape[1] != spec.dimension:
+        got = queries.shape[-1] if queries.ndim == 2 else "ragged"
+        raise QueryError(f"query vector has {got} values, table '{spec.name}' needs {spec.dimension}",
+                         location="vector")
+    if not np.isfinite(queries).all():
+        raise QueryError("query vector contains NaN or infinity", location="vector")
+    return queries

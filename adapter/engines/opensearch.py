@@ -1,0 +1,624 @@
+"""OpenSearchEngine: the k-NN plugin through opensearch-py, with HA3 semantics on top.
+
+Tables and generations
+    A table ``T`` is an alias ``t`` (lower-cased) over one concrete index ``t__g<N>``.
+    ``begin_generation`` creates ``t__g<N+1>``; ``switch_generation`` moves the alias in
+    ONE ``POST /_aliases`` request (remove + add are applied atomically) and deletes the
+    old index. The index body comes from ``adapter.schema.translate``; the TableSpec rides
+    in ``_meta.ha3_adapter``, so any process can recover a table's spec from the cluster.
+
+Qc (IVF) tables
+    IVF needs a trained model before its index can exist. A Qc generation starts as a
+    plain ``knn_vector`` index searched exactly (like HA3 below linear_build_threshold);
+    ``train(sample)`` then: creates ``<index>-train``, bulk-loads the sample, runs
+    ``POST /_plugins/_knn/models/<index>-qc-ivf/_train``, polls the model until
+    ``state == created``, deletes the training index and recreates the (still empty)
+    generation index with ``model_id``. Training a generation that already holds documents
+    is refused: train first, then write (what ``rebuild`` does).
+
+Writes and refresh
+    Bulk requests report every rejected item with its key and reason; items rejected with
+    429 are retried with exponential backoff, as is any request failing with 429, 5xx or
+    a connection error. Documents become searchable at the next index refresh (1 s by
+    default); ``refresh=True`` makes every write wait for it (``refresh=wait_for``), and a
+    generation is always refreshed before it goes live.
+
+Scores
+    OpenSearch returns ``_score``; engines return proxima_score:
+    l2 (squared L2 d, ``_score = 1/(1+d)``) → ``1/_score - 1``;
+    innerproduct (``_score = 1+ip`` for ip >= 0, else ``1/(1-ip)``) → ``_score - 1`` or ``1 - 1/_score``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
+from adapter.engines.documents import normalize_document, scalar_value
+from adapter.engines.dsl import filter_dsl
+from adapter.engines.results import (
+    merge_vectors, passes_threshold, query_vectors, sort_keys_fn, validate_output_fields, validate_sort,
+)
+from adapter.engines.sqlfilter import attribute_field
+from adapter.errors import ConfigError, ConflictError, EngineError, NotFoundError, QueryError, SchemaError
+from adapter.query.plan import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
+from adapter.schema.model import DistanceType, TableSpec, VectorIndexType
+from adapter.schema.opensearch import META_KEY, SPACE_TYPES, translate
+
+try:
+    from opensearchpy import OpenSearch
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+    from opensearchpy.exceptions import TransportError
+except ImportError:  # pragma: no cover
+    OpenSearch = None  # type: ignore[assignment]
+
+INDEX_META_KEY = "ha3_adapter_index"  # _meta: {"generation", "trained", "nlist", "model_id"}
+ALIAS_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,200}$")
+GEN_INDEX = re.compile(r"^(?P<alias>.+)__g(?P<n>\d+)$")
+MAX_K = 10000
+BULK_CHUNK = 500
+
+
+# -- score conversion (REFERENCE.md §4) -------------------------------------------------------
+
+def to_proxima(score: float, distance: DistanceType) -> float:
+    if distance is DistanceType.SQUARED_EUCLIDEAN:
+        return 1.0 / score - 1.0
+    return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
+
+
+def from_proxima(value: float, distance: DistanceType) -> float:
+    """The OpenSearch ``_score`` a proxima_score corresponds to (for min_score)."""
+    if distance is DistanceType.SQUARED_EUCLIDEAN:
+        return 1.0 / (1.0 + value)
+    return 1.0 + value if value >= 0 else 1.0 / (1.0 - value)
+
+
+class OpenSearchEngine:
+    def __init__(self, client: Any | None = None, *, url: str | None = None, username: str | None = None,
+                 password: str | None = None, verify_certs: bool = True, shards: int = 1, replicas: int = 0,
+                 refresh: bool = False, max_retries: int = 4, backoff_s: float = 0.5,
+                 train_timeout_s: float = 1800.0, poll_interval_s: float = 2.0,
+                 connection_class: Any | None = None, sleep: Callable[[float], None] = time.sleep):
+        if client is None:
+            if OpenSearch is None:
+                raise ConfigError("the OpenSearch engine needs the opensearch-py package")
+            if not url:
+                raise ConfigError("OpenSearchEngine needs a client or a url")
+            kwargs: dict[str, Any] = {"hosts": [u.strip() for u in url.split(",") if u.strip()],
+                                      "verify_certs": verify_certs, "ssl_show_warn": verify_certs,
+                                      "max_retries": 0}  # one retry policy: ours, with backoff
+            if username:
+                kwargs["http_auth"] = (username, password or "")
+            if connection_class is not None:
+                kwargs["connection_class"] = connection_class
+            client = OpenSearch(**kwargs)
+        self.client = client
+        self.shards, self.replicas, self.refresh = shards, replicas, refresh
+        self.max_retries, self.backoff_s = max_retries, backoff_s
+        self.train_timeout_s, self.poll_interval_s = train_timeout_s, poll_interval_s
+        self._sleep = sleep
+        self._cache: dict[str, tuple[str, TableSpec, dict]] = {}
+        self._lock = threading.Lock()
+
+    # -- transport with retries --------------------------------------------------------
+    def _call(self, method: str, path: str, body: Any = None, params: dict | None = None,
+              not_found: type[Exception] | None = None, what: str = "") -> Any:
+        """One request with backoff on 429/5xx/connection errors; other errors → adapter errors."""
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self.client.transport.perform_request(method, path, params=params, body=body)
+            except OSConnectionError as exc:
+                last = exc
+            except TransportError as exc:
+                status = exc.status_code if isinstance(exc.status_code, int) else 0
+                if status == 429 or status >= 500:
+                    last = exc
+                elif status == 404 and not_found is not None:
+                    raise not_found(what or f"{path} not found") from None
+                else:
+                    raise EngineError(f"OpenSearch rejected {method} {path}: {_reason(exc)}") from None
+            if attempt < self.max_retries:
+                self._sleep(self.backoff_s * (2 ** attempt))
+        raise EngineError(f"OpenSearch unavailable for {method} {path} after {self.max_retries + 1} tries: "
+                          f"{_reason(last)}")
+
+    def _exists(self, path: str) -> bool:
+        try:
+            return bool(self._call("HEAD", path, not_found=_Missing))  # the transport answers HEAD with a bool
+        except _Missing:
+            return False
+
+    # -- names and metadata -------------------------------------------------------------
+    @staticmethod
+    def _alias(table: str) -> str:
+        alias = table.lower()
+        if not ALIAS_NAME.match(alias):
+            raise SchemaError(f"table name '{table}' must be letters, digits, '_' or '-' for OpenSearch",
+                              location="table_name")
+        return alias
+
+    def _index_info(self, index: str, table: str) -> tuple[str, TableSpec, dict]:
+        """(concrete index, spec, index meta) for an alias or a concrete index name."""
+        resp = self._call("GET", f"/{index}/_mapping", not_found=NotFoundError,
+                          what=f"table '{table}' does not exist")
+        if not resp:
+            raise NotFoundError(f"table '{table}' does not exist", location="tableName")
+        concrete, body = next(iter(resp.items()))
+        meta = body.get("mappings", {}).get("_meta", {})
+        if META_KEY not in meta:
+            raise NotFoundError(f"index '{concrete}' was not created by this adapter", location="tableName")
+        return concrete, TableSpec.model_validate(meta[META_KEY]), meta.get(INDEX_META_KEY, {})
+
+    def _live(self, table: str, fresh: bool = False) -> tuple[str, TableSpec, dict]:
+        """The live index behind the alias. Reads may use a 5 s cache; generation changes ask fresh."""
+        alias = self._alias(table)
+        with self._lock:
+            hit = self._cache.get(alias)
+        if not fresh and hit is not None and hit[2].get("_at", 0) > time.monotonic() - 5:
+            return hit
+        concrete, spec, meta = self._index_info(alias, table)
+        meta = dict(meta, _at=time.monotonic())
+        with self._lock:
+            self._cache[alias] = (concrete, spec, meta)
+        return concrete, spec, meta
+
+    def _target(self, table: str, generation: str | None) -> tuple[str, TableSpec, dict]:
+        if generation is None:
+            return self._live(table)
+        return self._index_info(f"{self._alias(table)}__{generation}", table)
+
+    def _forget(self, table: str) -> None:
+        with self._lock:
+            self._cache.pop(self._alias(table), None)
+
+    def _gen_indexes(self, alias: str) -> list[dict]:
+        rows = self._call("GET", f"/_cat/indices/{alias}__g*",
+                          params={"format": "json", "h": "index,docs.count,creation.date.string"}) or []
+        out = [r for r in rows if (m := GEN_INDEX.match(r["index"])) and m.group("alias") == alias]
+        return sorted(out, key=lambda r: int(GEN_INDEX.match(r["index"]).group("n")))
+
+    # -- index bodies ------------------------------------------------------------------
+    def _create_index(self, spec: TableSpec, concrete: str, generation: str) -> None:
+        t = translate(spec, index_name=concrete, shards=self.shards, replicas=self.replicas)
+        body = t.body
+        meta = {"generation": generation, "trained": spec.vector_index.index_type is not VectorIndexType.QC}
+        if spec.vector_index.index_type is VectorIndexType.QC:
+            # Untrained IVF: a plain vector field, searched exactly until train().
+            body["settings"]["index"] = {k: v for k, v in body["settings"]["index"].items()
+                                         if not k.startswith("knn")} | {"knn": False}
+            body["mappings"]["properties"][spec.vector_field] = {"type": "knn_vector", "dimension": spec.dimension}
+        body["mappings"]["_meta"][INDEX_META_KEY] = meta
+        self._call("PUT", f"/{concrete}", body=body)
+
+    # -- tables ------------------------------------------------------------------------
+    def create_table(self, spec: TableSpec) -> None:
+        alias = self._alias(spec.name)
+        if self._exists(f"/{alias}"):
+            raise ConflictError(f"table '{spec.name}' already exists", location="table_name")
+        concrete = f"{alias}__g1"
+        self._create_index(spec, concrete, "g1")
+        self._call("POST", "/_aliases", body={"actions": [{"add": {"index": concrete, "alias": alias}}]})
+        self._forget(spec.name)
+
+    def drop_table(self, table: str) -> None:
+        alias = self._alias(table)
+        concrete, spec, _ = self._live(table, fresh=True)
+        for row in self._gen_indexes(alias):
+            self._delete_index(row["index"], spec)
+        self._forget(table)
+
+    def _delete_index(self, index: str, spec: TableSpec) -> None:
+        try:
+            self._call("DELETE", f"/{index}", not_found=_Missing)
+        except _Missing:
+            pass
+        if spec.vector_index.index_type is VectorIndexType.QC:
+            self._delete_model(f"{index}-qc-ivf")
+
+    def _delete_model(self, model_id: str) -> None:
+        try:
+            self._call("DELETE", f"/_plugins/_knn/models/{model_id}", not_found=_Missing)
+        except _Missing:
+            pass
+
+    def list_tables(self) -> list[str]:
+        rows = self._call("GET", "/_cat/aliases", params={"format": "json", "h": "alias,index"}) or []
+        return sorted({r["alias"] for r in rows
+                       if (m := GEN_INDEX.match(r["index"])) and m.group("alias") == r["alias"]})
+
+    def get_spec(self, table: str) -> TableSpec:
+        return self._live(table)[1]
+
+    # -- writes ------------------------------------------------------------------------
+    def upsert(self, table: str, docs: Sequence[Document], *, generation: str | None = None) -> WriteResult:
+        concrete, spec, _ = self._target(table, generation)
+        result = WriteResult()
+        actions: list[tuple[Any, dict, dict | None]] = []
+        for doc in docs:
+            try:
+                pk, values, vector = normalize_document(spec, doc)
+            except (ValueError, TypeError) as exc:
+                result.failures.append(WriteFailure(doc.pk, str(exc)))
+                continue
+            source = {k: v for k, v in values.items() if v is not None}
+            source[spec.vector_field] = vector.tolist()
+            actions.append((pk, {"index": {"_index": concrete, "_id": str(pk)}}, source))
+        self._bulk(actions, result)
+        return result
+
+    def delete(self, table: str, pks: Sequence[Any], *, generation: str | None = None) -> WriteResult:
+        concrete, spec, _ = self._target(table, generation)
+        pk_field = spec.field(spec.primary_key)
+        result = WriteResult()
+        actions = []
+        for pk in pks:
+            try:
+                key = scalar_value(pk_field, pk)
+            except ValueError as exc:
+                result.failures.append(WriteFailure(pk, str(exc)))
+                continue
+            actions.append((key, {"delete": {"_index": concrete, "_id": str(key)}}, None))
+        self._bulk(actions, result)
+        return result
+
+    def _bulk(self, actions: list[tuple[Any, dict, dict | None]], result: WriteResult) -> None:
+        """Send in chunks; count successes; report rejected items; retry 429 items with backoff."""
+        for start in range(0, len(actions), BULK_CHUNK):
+            pending = actions[start:start + BULK_CHUNK]
+            for attempt in range(self.max_retries + 1):
+                lines: list[dict] = []
+                for _, action, source in pending:
+                    lines.append(action)
+                    if source is not None:
+                        lines.append(source)
+                params = {"refresh": "wait_for"} if self.refresh else None
+                resp = self._call("POST", "/_bulk", body=_ndjson(lines), params=params)
+                retry = []
+                for (pk, action, source), item in zip(pending, resp.get("items", [])):
+                    op, outcome = next(iter(item.items()))
+                    status = outcome.get("status", 500)
+                    if status < 300 or (op == "delete" and status == 404):
+                        result.written += 1
+                    elif status == 429 and attempt < self.max_retries:
+                        retry.append((pk, action, source))
+                    else:
+                        result.failures.append(WriteFailure(pk, _item_reason(outcome)))
+                if not retry:
+                    break
+                pending = retry
+                self._sleep(self.backoff_s * (2 ** attempt))
+
+    def train(self, table: str, sample: np.ndarray, *, generation: str | None = None) -> None:
+        concrete, spec, meta = self._target(table, generation)
+        if spec.vector_index.index_type is not VectorIndexType.QC:
+            return
+        sample = np.asarray(sample, dtype=np.float32)
+        if sample.ndim != 2 or sample.shape[1] != spec.dimension or len(sample) == 0:
+            raise QueryError(f"training sample must be (n, {spec.dimension}) vectors, got {sample.shape}")
+        count = self._call("GET", f"/{concrete}/_count")["count"]
+        if count:
+            raise ConflictError(f"generation '{meta.get('generation')}' of '{table}' already holds {count} "
+                                "documents; train a Qc generation before writing to it", location="train")
+        t = translate(spec, index_name=concrete, shards=self.shards, replicas=self.replicas, doc_count=len(sample))
+        training_index = t.training_body["training_index"]
+        vf = spec.vector_field
+        # 1. training data
+        self._delete_index_quietly(training_index)
+        self._call("PUT", f"/{training_index}", body={
+            "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+            "mappings": {"properties": {vf: {"type": "knn_vector", "dimension": spec.dimension}}}})
+        lines: list[dict] = []
+        for vec in sample:
+            lines += [{"index": {"_index": training_index}}, {vf: vec.tolist()}]
+        for i in range(0, len(lines), 2 * BULK_CHUNK):
+            resp = self._call("POST", "/_bulk", body=_ndjson(lines[i:i + 2 * BULK_CHUNK]))
+            if resp.get("errors"):
+                raise EngineError(f"loading training vectors failed: {_first_bulk_error(resp)}")
+        self._call("POST", f"/{training_index}/_refresh")
+        # 2. train and wait for the model
+        self._delete_model(t.model_id)
+        self._call("POST", f"/_plugins/_knn/models/{t.model_id}/_train", body=t.training_body)
+        deadline = time.monotonic() + self.train_timeout_s
+        while True:
+            model = self._call("GET", f"/_plugins/_knn/models/{t.model_id}",
+                               params={"filter_path": "state,error"})
+            state = model.get("state")
+            if state == "created":
+                break
+            if state == "failed":
+                raise EngineError(f"IVF training for '{table}' failed: {model.get('error', 'no reason given')}")
+            if time.monotonic() > deadline:
+                raise EngineError(f"IVF training for '{table}' did not finish in {self.train_timeout_s:.0f} s")
+            self._sleep(self.poll_interval_s)
+        self._delete_index_quietly(training_index)
+        # 3. the generation index, now with the trained model (it is empty, so nothing is lost)
+        alias = self._alias(table)
+        is_live = self._exists(f"/{concrete}/_alias/{alias}")
+        body = t.body
+        body["mappings"]["_meta"][INDEX_META_KEY] = {
+            "generation": meta.get("generation"), "trained": True, "model_id": t.model_id,
+            "nlist": t.training_body["method"]["parameters"]["nlist"]}
+        self._call("DELETE", f"/{concrete}")
+        self._call("PUT", f"/{concrete}", body=body)
+        if is_live:
+            self._call("POST", "/_aliases", body={"actions": [{"add": {"index": concrete, "alias": alias}}]})
+        self._forget(table)
+
+    def _delete_index_quietly(self, index: str) -> None:
+        try:
+            self._call("DELETE", f"/{index}", not_found=_Missing)
+        except _Missing:
+            pass
+
+    # -- reads -------------------------------------------------------------------------
+    def get(self, table: str, pks: Sequence[Any], *, output_fields: list[str] | None = None,
+            include_vector: bool = False) -> list[Hit]:
+        concrete, spec, _ = self._live(table)
+        fields, wants_vector = validate_output_fields(spec, output_fields)
+        pk_field = spec.field(spec.primary_key)
+        keys = []
+        for pk in pks:
+            try:
+                keys.append(scalar_value(pk_field, pk))
+            except ValueError:
+                continue
+        if not keys:
+            return []
+        with_vector = include_vector or wants_vector
+        resp = self._call("POST", f"/{concrete}/_mget", body={"ids": [str(k) for k in keys]},
+                          params={"_source_includes": ",".join(self._source(spec, fields, with_vector))})
+        hits = []
+        for doc in resp.get("docs", []):
+            if doc.get("found"):
+                hits.append(self._hit(spec, doc, fields, with_vector, None))
+        return hits
+
+    @staticmethod
+    def _source(spec: TableSpec, fields: list[str], with_vector: bool) -> list[str]:
+        names = [spec.primary_key] + [f for f in fields if f != spec.primary_key]
+        return names + ([spec.vector_field] if with_vector else [])
+
+    @staticmethod
+    def _pk_of(spec: TableSpec, doc: dict) -> Any:
+        source = doc.get("_source") or {}
+        if spec.primary_key in source:
+            return source[spec.primary_key]
+        return scalar_value(spec.field(spec.primary_key), doc["_id"])
+
+    def _hit(self, spec: TableSpec, doc: dict, fields: list[str], with_vector: bool, score: float | None) -> Hit:
+        source = doc.get("_source") or {}
+        vector = source.get(spec.vector_field) if with_vector else None
+        return Hit(pk=self._pk_of(spec, doc), score=score, fields={f: source.get(f) for f in fields},
+                   vector=[float(x) for x in vector] if vector is not None else None)
+
+    def search(self, plan: SearchPlan) -> SearchResult:
+        concrete, spec, meta = self._live(plan.table)
+        queries = query_vectors(spec, plan)
+        if not 1 <= plan.k <= MAX_K:
+            raise QueryError(f"k must be between 1 and {MAX_K}, got {plan.k}", location="k")
+        if plan.start < 0 or plan.hit < 0:
+            raise QueryError("start and hit must not be negative", location="config")
+        fields, wants_vector = validate_output_fields(spec, plan.output_fields)
+        validate_sort(spec, plan.sort)
+        with_vector = plan.include_vector or wants_vector
+        sort_fields = [sk.field for sk in plan.sort if sk.field != RANK and sk.field not in fields]
+        source = self._source(spec, fields + sort_fields, with_vector)
+        flt = filter_dsl(spec, plan.filter) if plan.filter is not None else None
+        higher = spec.distance.higher_is_better
+        per_vector, docs = [], {}
+        for q in queries:
+            body = self.knn_body(spec, meta, plan, q, flt)
+            body["_source"] = {"includes": source}
+            resp = self._call("POST", f"/{concrete}/_search", body=body)
+            hits = []
+            for doc in resp["hits"]["hits"]:
+                pk = self._pk_of(spec, doc)
+                docs[pk] = doc
+                hits.append((pk, to_proxima(float(doc["_score"]), spec.distance)))
+            per_vector.append(hits)
+        scores = merge_vectors(per_vector, plan.multi_vector_mode)
+        scores = {k: s for k, s in scores.items() if passes_threshold(s, plan.score_threshold, higher)}
+        order = sorted(scores, key=sort_keys_fn(plan.sort, higher, lambda k: scores[k],
+                                                lambda k, f: (docs[k].get("_source") or {}).get(f)))
+        page = order[plan.start:plan.start + plan.hit]
+        return SearchResult(hits=[self._hit(spec, docs[k], fields, with_vector, scores[k]) for k in page],
+                            total=len(order))
+
+    def knn_body(self, spec: TableSpec, meta: dict, plan: SearchPlan, q: np.ndarray, flt: dict | None) -> dict:
+        """The search body for one query vector: approximate k-NN, or exact script_score."""
+        vi = spec.vector_index
+        sp = plan.search_params
+        vector = [float(x) for x in q]
+        exact = sp.exact or vi.index_type is VectorIndexType.LINEAR or not meta.get("trained", True)
+        if exact:
+            script = {"source": "knn_score", "lang": "knn",
+                      "params": {"field": spec.vector_field, "query_value": vector,
+                                 "space_type": SPACE_TYPES[spec.distance]}}
+            inner = {"bool": {"filter": [flt]}} if flt is not None else {"match_all": {}}
+            return {"size": plan.k, "query": {"script_score": {"query": inner, "script": script}}}
+        knn: dict[str, Any] = {"vector": vector}
+        if plan.score_threshold is not None:
+            # Radial search: everything within the threshold, trimmed to the best k by size.
+            if spec.distance is DistanceType.SQUARED_EUCLIDEAN:
+                knn["max_distance"] = max(0.0, float(plan.score_threshold))
+            else:
+                knn["min_score"] = from_proxima(float(plan.score_threshold), spec.distance)
+        else:
+            knn["k"] = plan.k
+        if flt is not None:
+            knn["filter"] = flt
+        method: dict[str, Any] = {}
+        if vi.index_type is VectorIndexType.QC:
+            nlist = int(meta.get("nlist") or vi.ivf_nlist(None))
+            if sp.nprobes is not None:
+                method["nprobes"] = sp.nprobes
+            elif sp.scan_ratio is not None:
+                method["nprobes"] = vi.ivf_nprobes(nlist, None, sp.scan_ratio)
+        elif sp.ef_search is not None:
+            method["ef_search"] = max(sp.ef_search, plan.k)
+        if method:
+            knn["method_parameters"] = method
+        return {"size": plan.k, "query": {"knn": {spec.vector_field: knn}}}
+
+    def fetch(self, plan: FetchPlan) -> SearchResult:
+        if plan.ids is not None:
+            hits = self.get(plan.table, plan.ids, output_fields=plan.output_fields, include_vector=plan.include_vector)
+            return SearchResult(hits=hits, total=len(hits))
+        concrete, spec, _ = self._live(plan.table)
+        if plan.limit < 0 or plan.offset < 0:
+            raise QueryError("limit and offset must not be negative", location="limit")
+        fields, wants_vector = validate_output_fields(spec, plan.output_fields)
+        validate_sort(spec, plan.sort, allow_rank=False)
+        with_vector = plan.include_vector or wants_vector
+        body = {"query": self._query(spec, plan.filter), "from": plan.offset, "size": plan.limit,
+                "track_total_hits": True, "_source": {"includes": self._source(spec, fields, with_vector)},
+                "sort": [{sk.field: {"order": "desc" if sk.descending else "asc", "missing": "_last"}}
+                         for sk in plan.sort] + [{spec.primary_key: {"order": "asc"}}]}
+        resp = self._call("POST", f"/{concrete}/_search", body=body)
+        hits = [self._hit(spec, d, fields, with_vector, None) for d in resp["hits"]["hits"]]
+        return SearchResult(hits=hits, total=int(resp["hits"]["total"]["value"]))
+
+    @staticmethod
+    def _query(spec: TableSpec, expr: FilterExpr | None) -> dict:
+        return {"bool": {"filter": [filter_dsl(spec, expr)]}} if expr is not None else {"match_all": {}}
+
+    def count(self, table: str, filter: FilterExpr | None = None) -> int:
+        concrete, spec, _ = self._live(table)
+        return int(self._call("POST", f"/{concrete}/_count", body={"query": self._query(spec, filter)})["count"])
+
+    def aggregate(self, plan: AggregatePlan) -> list[dict[str, Any]]:
+        concrete, spec, _ = self._live(plan.table)
+        keys = [attribute_field(spec, k, "groupKeys").name for k in plan.group_keys]
+        metrics: dict[str, dict] = {}
+        for i, fn in enumerate(plan.funcs):
+            if fn.field is None:
+                if fn.func != "count":
+                    raise QueryError(f"{fn.func}() needs a field", location=f"aggFuncs.{fn.label}")
+                continue
+            field = attribute_field(spec, fn.field, "aggFuncs")
+            if fn.func != "count" and (not field.type.is_numeric or field.multi_value):
+                raise QueryError(f"{fn.func}({fn.field}) needs a single-valued numeric field",
+                                 location=f"aggFuncs.{fn.label}")
+            metrics[f"m{i}"] = {"value_count" if fn.func == "count" else fn.func: {"field": field.name}}
+        body: dict[str, Any] = {"size": 0, "track_total_hits": True, "query": self._query(spec, plan.filter)}
+        if keys:
+            body["aggs"] = {"groups": {"composite": {"size": plan.max_groups,
+                                                     "sources": [{k: {"terms": {"field": k}}} for k in keys]},
+                                       "aggs": metrics}}
+        elif metrics:
+            body["aggs"] = metrics
+        resp = self._call("POST", f"/{concrete}/_search", body=body)
+
+        def values(bucket: dict, doc_count: int) -> dict:
+            out = {}
+            for i, fn in enumerate(plan.funcs):
+                out[fn.label] = doc_count if fn.field is None else bucket[f"m{i}"]["value"]
+            return out
+
+        if not keys:
+            return [{"key": {}, "values": values(resp.get("aggregations", {}), resp["hits"]["total"]["value"])}]
+        return [{"key": b["key"], "values": values(b, b["doc_count"])}
+                for b in resp["aggregations"]["groups"]["buckets"]]
+
+    def stats(self, table: str) -> TableStats:
+        concrete, spec, meta = self._live(table)
+        count = int(self._call("GET", f"/{concrete}/_count")["count"])
+        extra = {"index": concrete, "trained": meta.get("trained", True), "dimension": spec.dimension,
+                 "distance": spec.distance.value}
+        if meta.get("nlist"):
+            extra["nlist"] = meta["nlist"]
+        return TableStats(table=table, doc_count=count, generation=meta.get("generation", ""),
+                          index_type=spec.vector_index.index_type.value, extra=extra)
+
+    # -- generations ---------------------------------------------------------------------
+    def begin_generation(self, table: str, spec: TableSpec | None = None) -> str:
+        alias = self._alias(table)
+        _, live_spec, _ = self._live(table, fresh=True)
+        spec = spec or live_spec
+        if spec.name != table:
+            spec = spec.model_copy(update={"name": table})
+        rows = self._gen_indexes(alias)
+        n = 1 + max((int(GEN_INDEX.match(r["index"]).group("n")) for r in rows), default=0)
+        gen = f"g{n}"
+        self._create_index(spec, f"{alias}__{gen}", gen)
+        return gen
+
+    def switch_generation(self, table: str, generation: str) -> None:
+        alias = self._alias(table)
+        old, spec, _ = self._live(table, fresh=True)
+        new = f"{alias}__{generation}"
+        if new == old:
+            raise ConflictError(f"generation '{generation}' is already live", location="generation")
+        self._index_info(new, table)  # NotFoundError if it does not exist
+        self._call("POST", f"/{new}/_refresh")  # readers see every document from the first query
+        self._call("POST", "/_aliases", body={"actions": [{"remove": {"index": old, "alias": alias}},
+                                                          {"add": {"index": new, "alias": alias}}]})
+        self._forget(table)
+        self._delete_index(old, spec)
+
+    def abort_generation(self, table: str, generation: str) -> None:
+        alias = self._alias(table)
+        live, _, _ = self._live(table, fresh=True)
+        index = f"{alias}__{generation}"
+        if index == live:
+            raise ConflictError(f"generation '{generation}' is live; switch first", location="generation")
+        _, spec, _ = self._index_info(index, table)
+        self._delete_index(index, spec)
+
+    def generations(self, table: str) -> list[dict[str, Any]]:
+        alias = self._alias(table)
+        live, _, _ = self._live(table)
+        out = []
+        for row in self._gen_indexes(alias):
+            out.append({"generation": row["index"][len(alias) + 2:], "live": row["index"] == live,
+                        "doc_count": int(row.get("docs.count") or 0), "created": row.get("creation.date.string")})
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _Missing(Exception):
+    """Internal: a 404 the caller expects."""
+
+
+def _ndjson(lines: list[dict]) -> str:
+    import json
+
+    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+
+
+def _reason(exc: Exception | None) -> str:
+    """An error's type and reason, without URLs or credentials."""
+    if exc is None:
+        return "unknown error"
+    info = getattr(exc, "info", None)
+    if isinstance(info, dict) and isinstance(info.get("error"), dict):
+        err = info["error"]
+        return f"{err.get('type', 'error')}: {err.get('reason', '')}".strip()
+    error = getattr(exc, "error", None)
+    if isinstance(error, str):
+        return error
+    return type(exc).__name__
+
+
+def _item_reason(outcome: dict) -> str:
+    err = outcome.get("error")
+    if isinstance(err, dict):
+        return f"{err.get('type', 'error')}: {err.get('reason', '')}".strip()
+    return str(err or f"status {outcome.get('status')}")
+
+
+def _first_bulk_error(resp: dict) -> str:
+    for item in resp.get("items", []):
+        outcome = next(iter(item.values()))
+        if outcome.get("error"):
+            return _item_reason(outcome)
+    return "unknown"
