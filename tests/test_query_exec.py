@@ -12,7 +12,6 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from adapter.engines.base import Document
 from adapter.engines.embedded import EmbeddedEngine
 from adapter.errors import QueryError
 from adapter.query.executor import execute
@@ -21,62 +20,7 @@ from adapter.query.haquery import parse_ha_query
 from adapter.query.planner import plan_ha_query
 from adapter.schema import parse_schema
 
-DIM = 8
-N = 150
-BRANDS = ["acme", "bolt", "crux"]
-
-
-def schema(distance: str, index_type: str = "Linear", index_name: str = "vec_index") -> dict:
-    return {
-        "fields": [
-            {"field_name": "id", "field_type": "INT64"},
-            {"field_name": "cate_id", "field_type": "INT64"},
-            {"field_name": "price", "field_type": "DOUBLE"},
-            {"field_name": "brand", "field_type": "STRING"},
-            {"field_name": "vector_source_image", "field_type": "STRING"},
-            {"field_name": "vector", "field_type": "FLOAT", "multi_value": True,
-             "user_defined_param": {"vector_model": "clip", "vector_modal": "image",
-                                    "vector_source_field": "vector_source_image"}},
-        ],
-        "indexs": [
-            {"index_name": "id", "index_type": "PRIMARYKEY64", "index_fields": "id"},
-            {"index_name": index_name, "index_type": "CUSTOMIZED", "indexer": "aitheta2_indexer",
-             "index_fields": [{"field_name": "id", "boost": 1}, {"field_name": "vector", "boost": 1}],
-             "parameters": {"dimension": str(DIM), "distance_type": distance,
-                            "vector_index_type": index_type, "embedding_delimiter": ",",
-                            "is_embedding_saved": "true"}},
-        ],
-    }
-
-
-class Data:
-    def __init__(self, engine, table, distance):
-        rng = np.random.default_rng(7 if distance == "L2" else 11)
-        self.engine, self.table = engine, table
-        self.ip = distance == "IP"
-        self.vecs = rng.normal(size=(N, DIM)).astype(np.float32)
-        self.ids = np.arange(1, N + 1)
-        self.cate = rng.integers(0, 5, N)
-        self.price = np.round(rng.uniform(1, 100, N), 2)
-        self.brand = [BRANDS[i] for i in rng.integers(0, 3, N)]
-        self.rng = rng
-
-    def docs(self):
-        return [Document(pk=int(self.ids[i]), vector=self.vecs[i],
-                         fields={"cate_id": int(self.cate[i]), "price": float(self.price[i]),
-                                 "brand": self.brand[i], "vector_source_image": f"img/{i}.png"})
-                for i in range(N)]
-
-    def scores(self, q):
-        q = np.asarray(q, dtype=np.float32)
-        return self.vecs @ q if self.ip else ((self.vecs - q) ** 2).sum(1)
-
-    def topn(self, q, n, mask=None):
-        """Brute force: indices best-first and all scores."""
-        s = self.scores(q)
-        idx = np.arange(N) if mask is None else np.flatnonzero(mask)
-        order = idx[np.argsort(-s[idx] if self.ip else s[idx], kind="stable")]
-        return order[:n], s
+from query_data import BRANDS, DIM, N, Data, HashEmbedder, schema  # noqa: F401
 
 
 @pytest.fixture(scope="module", params=["L2", "IP"])
@@ -253,25 +197,6 @@ def test_fetch_summary_pk_and_formats(data):
     assert root.find("Error/ErrorCode").text == "0"
 
 
-class HashEmbedder:
-    """Deterministic stand-in for EmbeddingService: text/image bytes → a fixed vector."""
-
-    def __init__(self):
-        self.calls = []
-
-    def _vec(self, data: bytes) -> np.ndarray:
-        seed = int.from_bytes(data[:8].ljust(8, b"\0"), "little") ^ len(data)
-        return np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
-
-    def embed_text(self, model, text):
-        self.calls.append((model, "text", text))
-        return self._vec(text.encode())
-
-    def embed_image(self, model, data):
-        self.calls.append((model, "image", data))
-        return self._vec(data)
-
-
 def test_text_and_image_content_embedded_with_table_model(data):
     emb = HashEmbedder()
     b64 = "5pGp5omY6L2mJuWktOeblA=="
@@ -333,3 +258,118 @@ def test_xml_error():
     root = ET.fromstring(xml.split("\n", 1)[1])
     assert root.find("Error/ErrorCode").text == "2001"
     assert "query offset 3" in root.find("Error/ErrorDescription").text
+
+
+# -- the real embedding path (tiny random CLIP) and approximate index types -----------
+
+
+@pytest.fixture(scope="module")
+def clip_service(tmp_path_factory):
+    from adapter.embed.registry import ModelRegistry
+    from adapter.embed.service import EmbeddingService
+    from adapter.embed.testing import make_tiny_clip, tiny_clip_registry_config
+
+    path = make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny", dim=DIM)
+    service = EmbeddingService(ModelRegistry.from_config(tiny_clip_registry_config(path)), workers=1)
+    yield service
+    service.close()
+
+
+def test_seed_queries_with_tiny_clip(data, clip_service):
+    """The seed's console query, embedded by the real EmbeddingService + HF CLIP loader."""
+    import io
+
+    from PIL import Image
+
+    result, opts = run(data, "vector:'5pGp5omY6L2mJuWktOeblA==&modal=text&n=10&search_params={}'"
+                             "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK", clip_service)
+    q = clip_service.embed_text("clip", "摩托车&头盔")
+    order, s = data.topn(q, 10)
+    assert sorted(ids_scores(result)[0]) == sorted(int(data.ids[i]) for i in order)
+    np.testing.assert_allclose(sorted(ids_scores(result)[1]), sorted(s[order]), rtol=1e-4, atol=1e-4)
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    result, _ = run(data, f"config=hit:4,format:json,fetch_summary_type:pk,qrs_chain:search&&query=vec_index: "
+                          f"'{b64}&modal=image&n=10&search_params={{}}'&&cluster=general", clip_service)
+    order, s = data.topn(clip_service.embed_image("clip", buf.getvalue()), 10)
+    assert result.total == 10 and len(result.hits) == 4
+    # no sort clause: best first for both metrics
+    np.testing.assert_allclose([h.score for h in result.hits], s[order][:4], rtol=1e-4, atol=1e-4)
+
+
+def test_bad_image_content_is_an_error_not_a_crash(data, clip_service):
+    from adapter.errors import AdapterError
+
+    with pytest.raises(AdapterError) as info:
+        run(data, f"query=vec_index:'{base64.b64encode(b'not an image').decode()}&modal=image'", clip_service)
+    assert info.value.http_status < 500
+
+
+@pytest.mark.parametrize("index_type,params", [
+    ("HNSW", "{\"proxima.hnsw.searcher.ef\":300}"),
+    ("QGraph", "{\"proxima.qgraph.searcher.ef\":300}"),
+    ("Qc", "{\"proxima.qc.searcher.scan_ratio\":1.0}"),
+])
+def test_approximate_indexes_with_full_search_params_equal_brute_force(tmp_path, index_type, params):
+    engine = EmbeddedEngine(tmp_path)
+    spec = parse_schema(schema("SquaredEuclidean", index_type), "approx")
+    engine.create_table(spec)
+    d = Data(engine, spec.name, "L2")
+    if index_type == "Qc":
+        engine.train(spec.name, d.vecs)
+    assert engine.upsert(spec.name, d.docs()).written == N
+    q = d.rng.normal(size=DIM)
+    result, _ = run(d, f"query=vec_index:'{vec_text(q)}&n=10&search_params={params}'")
+    order, s = d.topn(q, 10)
+    pks, scores = ids_scores(result)
+    assert pks == [int(d.ids[i]) for i in order]
+    # Qc stores Int8-quantised vectors (as HA3 does), so its scores are close, not exact
+    np.testing.assert_allclose(scores, s[order], rtol=2e-2 if index_type == "Qc" else 1e-4, atol=1e-4)
+    engine.close()
+
+
+def test_answer_ha_query_end_to_end_and_errors(data):
+    from adapter.query.ha_service import answer_ha_query
+
+    q = data.rng.normal(size=DIM)
+    body, status = answer_ha_query(f"config=hit:3&&query=vec_index:'{vec_text(q)}&n=5'", data.engine, None)
+    order, _ = data.topn(q, 5)
+    assert status == 200 and [it["fields"]["id"] for it in body["result"]["items"]] == [str(data.ids[i]) for i in order[:3]]
+    body, status = answer_ha_query("config=hit:3,format:json&&query=vec_index:'1,2'", data.engine, None)
+    assert status == 400 and "dimensions" in body["errors"][0]["message"] and body["result"]["numHits"] == 0
+    body, status = answer_ha_query("config=format:xml,hit:x&&query=vec_index:'1,2'", data.engine, None)
+    assert status == 400 and ET.fromstring(body.split("\n", 1)[1]).find("Error/ErrorCode").text == "2001"
+    body, status = answer_ha_query(f"query=vec_index:'{vec_text(q)}'&&cluster=nosuch_table_xx", data.engine, None)
+    assert status == 200
+
+
+def test_mutated_queries_end_to_end_never_crash(data):
+    """Random edits of valid queries through parse → plan → engine → format: every outcome
+    is a response, never an exception or a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from adapter.query.ha_service import answer_ha_query
+
+    v = vec_text(np.linspace(-1, 1, DIM))
+    bases = [f"config=hit:5,format:json&&query=vec_index:'{v}&n=7&sf=9&search_params={{\"ef\":20}}'"
+             "&&filter=(cate_id=1 OR price<50.5) AND brand!=\"acme\" AND in(cate_id,\"1|2\")"
+             "&&sort=-price;+RANK&&distinct=dist_key:cate_id,dist_count:1"
+             "&&aggregate=group_key:brand,agg_fun:count()#avg(price)&&kvpairs=formula:proxima_score(vec_index)"]
+    alphabet = "&=:'\"(),;|+-#{}0123456789.xRANKbrandpricecate_id "
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(bases), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 5),
+                                                      st.text(alphabet=alphabet, max_size=4)), max_size=3))
+    def check(base, edits):
+        text = base
+        for pos, cut, insert in edits:
+            pos %= len(text) + 1
+            text = text[:pos] + insert + text[pos + cut:]
+        body, status = answer_ha_query(text, data.engine, None)
+        assert status < 500, body
+        assert isinstance(body, dict) and ("errors" in body)
+
+    check()

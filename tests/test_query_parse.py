@@ -10,7 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapter.errors import QueryError
-from adapter.query.haquery import decode_base64, decode_raw_query_string, parse_filter, parse_ha_query
+from urllib.parse import urlencode
+
+from adapter.query.haquery import (decode_base64, decode_raw_query_string, ha_query_from_url_query, parse_filter,
+                                   parse_ha_query)
 from adapter.query.plan import RANK, And, Compare, InList, Not, Or, SortKey
 
 SEED_CONSOLE = ("vector:'5pGp5omY6L2mJuWktOeblA==&modal=text&n=10&search_params={}'"
@@ -100,6 +103,22 @@ def test_raw_query_string_decoded_once():
     q = parse_ha_query(text)
     assert q.query.content.decode() == "摩托车&头盔"
     assert q.filter == Compare(field="name", op="=", value="a%25b")  # decoded once, not twice
+
+
+def test_url_query_shapes_sdk_and_native():
+    text = SEED_SDK.format(text="Pz8+Pz8/") + "&&sort=+RANK&&filter=brand=\"a b\""
+    # the SDK (Tea) sends GET /query?<urlencode({"query": text})>: form encoding
+    assert ha_query_from_url_query(urlencode({"query": text})) == text
+    # HA3's native URL: the clauses themselves, && literal, + literal
+    native = "config=hit:4&&query=v:'Pz8+Pz8%2F&modal=text'&&sort=+RANK&&filter=brand=%22a%20b%22"
+    q = parse_ha_query(ha_query_from_url_query(native))
+    assert q.query.content == b"??>???"
+    assert q.sort == [SortKey(field=RANK)] and q.filter == Compare(field="brand", op="=", value="a b")
+    assert parse_ha_query(ha_query_from_url_query("query=v:'1,2'")).query.vectors == [[1.0, 2.0]]
+    with pytest.raises(QueryError):
+        ha_query_from_url_query("")
+    with pytest.raises(QueryError):
+        ha_query_from_url_query("query=%ff%fe")
 
 
 def test_filter_grammar():

@@ -6,9 +6,10 @@ table knowledge here (``planner`` checks names against the TableSpec).
 Percent-decoding: ``parse_ha_query`` takes the ALREADY DECODED query text and never
 decodes again, so a literal ``%`` or ``+`` survives. The HTTP layer decodes exactly once:
 the SDK's ``GET /query?query=<encoded>`` and ``POST /query {"assemblyQuery": ...}`` arrive
-decoded by the framework; a native HA3 URL (``/query?config=...&&query=...``) is the raw
-URL query string and goes through ``decode_raw_query_string`` (``%XX`` only, ``+`` kept:
-``sort=+RANK`` must stay ascending). Because form decoders turn ``+`` into a space, the
+decoded by the framework; for GET the server hands the RAW URL query string to
+``ha_query_from_url_query``, which tells the SDK shape (``query=<form-encoded>``) from
+HA3's native one (``/query?config=...&&query=...``: ``%XX`` decoded once, ``+`` kept so
+that ``sort=+RANK`` stays ascending). Because form decoders turn ``+`` into a space, the
 parser tolerates that: spaces inside Base64 payloads read as ``+`` and a sort key written
 `` RANK`` reads as ``+RANK``.
 
@@ -24,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from adapter.errors import QueryError
 from adapter.query.plan import RANK, And, Compare, FilterExpr, InList, Not, Or, SortKey
@@ -109,6 +110,27 @@ def decode_raw_query_string(raw: str) -> str:
         return unquote(raw, errors="strict")
     except UnicodeDecodeError as exc:
         raise QueryError(f"query string is not valid percent-encoded UTF-8: {exc.reason}", "query offset 0") from None
+
+
+def ha_query_from_url_query(raw: str) -> str:
+    """The HA query text of a ``GET /query?...`` request, from the RAW URL query string.
+
+    Two shapes reach us: the SDK's ``query=<urlencoded HA string>`` (form encoding: ``+``
+    is a space, so it is decoded with ``unquote_plus``) and HA3's native
+    ``config=...&&query=...`` (literal ``&&``; percent-decoded once, ``+`` kept).
+    """
+    if "&&" in raw:
+        return decode_raw_query_string(raw)
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise QueryError("query string is not valid percent-encoded UTF-8", "query offset 0") from None
+    values = [v for k, v in pairs if k == "query"]
+    if len(values) != 1:
+        if not pairs:
+            raise QueryError("missing query parameter", "query offset 0")
+        return decode_raw_query_string(raw)  # a native single-clause query (query=INDEX:'...')
+    return values[0]
 
 
 # -- top level: split on && outside quotes --------------------------------------------

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from adapter.errors import NotFoundError, QueryError
-from adapter.query.haquery import AggregateClause, DistinctClause, HAQuery
+from adapter.query.haquery import MAX_N, AggregateClause, DistinctClause, HAQuery
 from adapter.query.plan import RANK, SearchParams, SearchPlan, SortKey, filter_fields
 from adapter.schema.model import TableSpec
 
@@ -184,7 +184,7 @@ def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions
     opts.trace += [f"search_params {n!r} ignored" for n in ignored]
 
     # n is the top-k of the vector search; start/hit page over those hits.
-    k = term.n if term.n is not None else max(q.config.start + q.config.hit, 1)
+    k = term.n if term.n is not None else min(MAX_N, max(q.config.start + q.config.hit, 1))
     if q.config.fetch_summary_type == "pk":
         output = sorted({spec.primary_key} | extra_fields)
         opts.output_fields = [spec.primary_key]

@@ -16,9 +16,9 @@ What the official SDKs send (read from the installed packages, not guessed):
   ``AggregateRequest`` = {tableName, filter, groupKeys, aggFuncs: [{name, func, args}],
   orderBy: [{field, direction}], timeout}; ``BatchRequest`` = {queries, timeout};
   ``MultiQueryRequest`` = {tableName, queries, topK, includeVector, outputFields, order,
-  filter, sort, mode} (mode default sum). Note the SDK's ``query_async`` posts to
-  ``/batch-query`` (an SDK bug; we answer a batch of one... body is one QueryRequest, so
-  batch-query accepts a bare QueryRequest too).
+  filter, sort, mode} (mode default sum). The SDK's ``query_async`` posts a single
+  QueryRequest to ``/batch-query`` (an SDK bug), so batch-query also accepts a bare
+  QueryRequest and answers it as a batch of one.
 * The response model is ``SearchResponse{headers, body: str}``: the SDK does NOT parse the
   body, so the envelope below follows the public docs (REFERENCE §3, unverified there):
   ``{"result": [{"id", "score", "fields"?, "vector"?}], "totalCount", "totalTime" (ms),
@@ -400,10 +400,10 @@ def handle_search(body: dict, runtime: Any) -> dict:
     if req.text is not None:
         text = text_of_query_string(req.text.queryString)
         vec = embed_content(spec, runtime, text, "text", "$.text.queryString")
-        plan = SearchPlan(table=spec.name, vectors=[vec], k=max(depth, 100),
+        k = min(MAX_TOPK, max(depth, req.knn.topK if req.knn else 100))  # as deep as the knn leg
+        plan = SearchPlan(table=spec.name, vectors=[vec], k=k,
                           filter=_filter(spec, req.text.filter, "$.text.filter"),
-                          sort=default_sort(spec),
-                          output_fields=output, start=0, hit=max(depth, 100))
+                          sort=default_sort(spec), output_fields=output, start=0, hit=k)
         legs.append((_run(plan, runtime), req.text.weight))
     if req.rank and req.rank.rrf is not None:
         rrf = req.rank.rrf
@@ -525,3 +525,11 @@ def parse_json_body(raw: bytes | str) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise QueryError(f"request body is not valid JSON: {exc}", "$") from None
+
+
+def answer(endpoint: str, body: Any, runtime: Any) -> tuple[dict[str, Any], int]:
+    """``handle`` for the HTTP layer: (envelope, HTTP status); bad input never raises."""
+    try:
+        return handle(endpoint, body, runtime), 200
+    except AdapterError as err:
+        return format_vector_error(err), err.http_status
