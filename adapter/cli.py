@@ -126,6 +126,36 @@ def hash_password_cmd(password: str = typer.Option(..., prompt=True, hide_input=
     typer.echo(hash_password(password))
 
 
+@app.command()
+def rebuild(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML (see pipelines/)"),
+    progress: str = typer.Option("auto", help="auto (bar on a terminal, log lines otherwise) | bar | log | none"),
+    restart: bool = typer.Option(False, "--restart", help="discard an interrupted run's checkpoint instead of resuming"),
+) -> None:
+    """Rebuild a table from its pipeline into a new generation, then switch searches to it."""
+    import logging
+
+    from adapter.ingest.pipeline import PipelineConfig
+    from adapter.ingest.rebuild import abort_rebuild, parts_from_pipeline, rebuild as run_rebuild
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = PipelineConfig.from_yaml(pipeline)
+        parts = parts_from_pipeline(config)
+        try:
+            if restart:
+                abort_rebuild(parts, config)
+            report = run_rebuild(parts, config, progress=progress)
+        finally:
+            parts.engine.close()
+            getattr(parts.embedder, "close", lambda: None)()
+    except AdapterError as exc:
+        fail(exc)
+    summary = report.to_dict()
+    summary["failures"] = summary["failures"][:20]  # the full list is in report_file
+    typer.echo(json.dumps(summary, indent=2, default=str, ensure_ascii=False))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

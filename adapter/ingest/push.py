@@ -52,6 +52,20 @@ class PushReport:
                 "failures": [f.to_dict() for f in self.failures]}
 
 
+def stored_credentials(runtime: Any, table: str, field: str) -> Any:
+    """The runtime's SecretStore entry for a table's oss field (``secrets.object_store``), or None."""
+    getter = getattr(getattr(runtime, "secrets", None), "object_store", None)
+    if not callable(getter):
+        return None
+    try:
+        try:
+            return getter(table, field)
+        except TypeError:
+            return getter(table)
+    except (AdapterError, KeyError):
+        return None
+
+
 def resolve_store(runtime: Any, table: str, spec: TableSpec) -> ObjectStore | None:
     """The object store for a table's oss source field, credentials from the runtime's secrets.
 
@@ -64,16 +78,7 @@ def resolve_store(runtime: Any, table: str, spec: TableSpec) -> ObjectStore | No
     cache = getattr(runtime, "_ingest_stores", None)
     if isinstance(cache, dict) and table in cache:
         return cache[table]
-    credentials = None
-    secrets = getattr(runtime, "secrets", None)
-    for getter in ("object_store", "get_object_store", "get"):
-        fn = getattr(secrets, getter, None)
-        if callable(fn):
-            try:
-                credentials = fn(table)
-            except (AdapterError, KeyError):
-                credentials = None
-            break
+    credentials = stored_credentials(runtime, table, source.name)
     try:
         if credentials is None:
             store = open_store(source.object_store)

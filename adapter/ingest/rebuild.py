@@ -155,11 +155,18 @@ def parts_from_pipeline(pipeline: PipelineConfig) -> IngestParts:
     return IngestParts(open_engine(config), EmbeddingService(registry))
 
 
-def open_image_store(pipeline: PipelineConfig, spec: TableSpec) -> ObjectStore | None:
-    """The store for the source field: pipeline's object_store over the schema's oss params."""
+def open_image_store(pipeline: PipelineConfig, spec: TableSpec, runtime: Any = None) -> ObjectStore | None:
+    """The store for the source field: pipeline's object_store over the schema's oss params
+    (with credentials from the runtime's SecretStore when the service runs the rebuild)."""
+    from adapter.ingest.push import stored_credentials
+
     image = pipeline.source.image
     source = spec.source_field
     schema_store = source.object_store if source is not None else None
+    if source is not None and runtime is not None:
+        stored = stored_credentials(runtime, pipeline.table, source.name)
+        if stored is not None and hasattr(stored, "access_key_id"):
+            schema_store = stored
     if image.kind in ("base64", "vector"):
         return None
     if image.object_store is not None:
@@ -327,7 +334,7 @@ def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "aut
                           "POST /update/{table}/actions/bulk)", "$.source.table")
     spec = pipeline.load_spec()
     table = pipeline.table
-    store = open_image_store(pipeline, spec)
+    store = open_image_store(pipeline, spec, runtime)
     preparer = RecordPreparer(spec, store=store, image_kind=pipeline.source.image.kind,
                               columns=pipeline.source.table.columns, decode=takes_decoded(embedder))
     model = model_name(spec, pipeline.models, pipeline.model)
