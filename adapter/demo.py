@@ -170,6 +170,28 @@ def demo_settings(data_dir: Path, *, opensearch: str | None, port: int, models: 
 
 # --------------------------------------------------------------------------- ingest
 
+def write_source(data_dir: Path, photos: list[DemoPhoto], bucket: Path, table: str = DEMO_TABLE) -> Path:
+    """The business table (CSV: id, cate_id, object key) and the pipeline that rebuilds the
+    demo table from it, at ``<data-dir>/pipelines/<table>.json`` — where the admin view's
+    Rebuild button finds it (see adapter.server.routes_ui.stored_pipeline)."""
+    import csv
+
+    items = data_dir / "items.csv"
+    with items.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "cate_id", "vector_source_image"])
+        for photo in photos:
+            writer.writerow([photo.pk, photo.cate_id, f"images/{photo.pk}.jpg"])
+    pipeline = {"source": {"table": {"path": str(items.resolve())},
+                           "image": {"kind": "object_store",
+                                     "object_store": {"url": bucket.resolve().as_uri()}}},
+                "batch_size": 8}
+    path = data_dir / "pipelines" / f"{table}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(pipeline, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def ensure_table(runtime: Any, bucket: Path, table: str = DEMO_TABLE) -> bool:
     """Create the demo table unless it exists; True when created now."""
     if table in runtime.engine.list_tables():
@@ -295,6 +317,7 @@ def run_demo(*, data_dir: Path, images: Path | None = None, opensearch: str | No
                 written, failures = ingest_photos(runtime, todo, bucket, on_batch=lambda n: bar.advance(task, n))
         for line in failures:
             echo(f"  not ingested: {line}")
+        write_source(data_dir, photos, bucket)
         doc_count = runtime.engine.count(DEMO_TABLE)
         echo(f"table '{DEMO_TABLE}': {doc_count} documents")
         summary = {"data_dir": str(data_dir), "created": created, "ingested": written,

@@ -20,7 +20,7 @@ PHOTO_COUNT = 10  # enough for filters and ranking, small enough for a 2-core te
 
 def build_runtime(tmp: Path, photos_count: int = PHOTO_COUNT):
     """Runtime over ``tmp`` with the demo table holding the first shipped photos."""
-    from adapter.demo import bucket_dir, demo_settings, ensure_table, ingest_photos, shipped_photos
+    from adapter.demo import bucket_dir, demo_settings, ensure_table, ingest_photos, shipped_photos, write_source
     from adapter.embed.testing import make_tiny_clip, tiny_clip_registry_config
     from adapter.runtime import Runtime
 
@@ -34,6 +34,7 @@ def build_runtime(tmp: Path, photos_count: int = PHOTO_COUNT):
     ensure_table(runtime, bucket)
     written, failures = ingest_photos(runtime, photos, bucket)
     assert not failures and written == len(photos), failures
+    write_source(tmp / "data", photos, bucket)  # what the admin view's Rebuild button uses
     return runtime, photos
 
 

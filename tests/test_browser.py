@@ -135,7 +135,7 @@ def test_cate_id_filter_limits_results(page, base_url):
     assert "whole number" in page.inner_text("#status")
 
 
-def test_admin_view_lists_tables_and_counts(page, base_url):
+def test_admin_view_rebuilds_with_live_progress(page, base_url):
     _, photos = base_url
     sign_in(page)
     page.wait_for_selector("#q-table option", state="attached")
@@ -143,3 +143,19 @@ def test_admin_view_lists_tables_and_counts(page, base_url):
     page.wait_for_selector("#admin-tables tbody tr")
     cells = page.locator("#admin-tables tbody tr").first.locator("td").all_inner_texts()
     assert cells[0] == "image_search" and cells[1] == str(len(photos))
+    assert "(live)" in cells[5]
+    live_before = cells[5]
+    page.click("#admin-tables button.rebuild")
+    # The page polls the task registry until the rebuild ends; the bar then reads 100%.
+    page.wait_for_function("[...document.querySelectorAll('#admin-tasks .task')].some("
+                           "t => /succeeded|failed/.test(t.textContent))")
+    task = page.locator("#admin-tasks .task").first
+    assert "succeeded" in task.inner_text(), task.inner_text()
+    assert f"{len(photos)}/{len(photos)} read" in task.inner_text()
+    assert task.locator("progress").get_attribute("value") == "100"
+    page.click("#admin-refresh")
+    page.wait_for_function(f"document.querySelector('#admin-tables tbody tr td:nth-child(6)')"
+                           f".textContent !== {live_before!r}")
+    cells = page.locator("#admin-tables tbody tr").first.locator("td").all_inner_texts()
+    assert cells[1] == str(len(photos)) and "(live)" in cells[5]
+    page.screenshot(path=str(SCREENSHOT.with_name("ha3_page_admin.png")), full_page=True)

@@ -6,6 +6,7 @@ public HA3 endpoints, so what it shows is what any client gets.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,16 @@ async def thumbnail(table: str, pk: str, request: Request, size: int = 256, _=De
     return await offload(work)
 
 
+def stored_pipeline(runtime: Any, table: str) -> dict[str, Any] | None:
+    """``<state dir>/pipelines/<table>.json``: the pipeline body the admin view's Rebuild
+    button sends to the reindex endpoint (``ha3-adapter demo`` writes one)."""
+    path = Path(runtime.settings.state_dir) / "pipelines" / f"{table}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def table_summary(runtime: Any, name: str) -> dict[str, Any]:
     spec = runtime.engine.get_spec(name)
     stats = runtime.engine.stats(name)
@@ -67,9 +78,7 @@ def table_summary(runtime: Any, name: str) -> dict[str, Any]:
         "doc_count": stats.doc_count,
         "generation": stats.generation,
         "generations": generations,
-        # The server's reindex endpoint decides whether a source is configured; the page
-        # shows its answer.
-        "can_rebuild": True,
+        "pipeline": stored_pipeline(runtime, name),
     }
 
 

@@ -341,11 +341,14 @@ async function loadAdmin() {
       const td = document.createElement("td"); td.textContent = v === undefined ? "" : v; tr.appendChild(td);
     }
     const td = document.createElement("td");
-    if (t.can_rebuild) {
+    if (t.pipeline) {
       const b = document.createElement("button");
       b.type = "button"; b.textContent = "Rebuild"; b.className = "rebuild";
-      b.addEventListener("click", () => startRebuild(t.name));
+      b.addEventListener("click", () => startRebuild(t.name, t.pipeline));
       td.appendChild(b);
+    } else {
+      td.textContent = "no stored pipeline";
+      td.title = "put a pipeline at <data dir>/pipelines/<table>.json, or POST .../reindex with one";
     }
     tr.appendChild(td);
     body.appendChild(tr);
@@ -353,12 +356,13 @@ async function loadAdmin() {
   await loadTasks();
 }
 
-async function startRebuild(table) {
+async function startRebuild(table, pipeline) {
   // The same call as the OpenAPI SDK's reindex: POST .../instances/{id}/tables/{t}/reindex.
   const url = `/openapi/ha3/instances/${encodeURIComponent(state.instanceId || "ha3-adapter")}` +
     `/tables/${encodeURIComponent(table)}/reindex`;
   try {
-    await apiJson(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+    await apiJson(url, { method: "POST", headers: { "Content-Type": "application/json" },
+                         body: JSON.stringify({ pipeline }) });
     $("#admin-message").textContent = `rebuild of ${table} started`;
   } catch (e) {
     $("#admin-message").textContent = `rebuild of ${table} not started: ${e.message}`;
