@@ -88,3 +88,20 @@ def test_the_query_the_page_builds_works(service):
     assert {int(item["fields"]["id"]) for item in items} <= set(cat1)
     scores = [float(item["sortExprValues"][0]) for item in items]
     assert scores == sorted(scores)
+
+
+def test_file_bucket_outside_the_data_dir_is_refused(service, tmp_path):
+    from adapter.schema.model import ObjectStoreSpec
+    from adapter.server.thumbnails import store_for
+
+    client, _ = service
+    runtime = client.app.state.runtime
+    spec = runtime.engine.get_spec("image_search")
+    field = spec.field("vector_source_image")
+    inside = field.model_copy(update={"object_store": field.object_store})
+    assert store_for(runtime, spec, inside) is not None
+    outside = field.model_copy(update={"object_store": ObjectStoreSpec(endpoint=tmp_path.as_uri())})
+    from adapter.errors import SourceError
+
+    with pytest.raises(SourceError, match="inside the service's data directory"):
+        store_for(runtime, spec, outside)

@@ -11,11 +11,12 @@ import base64
 import binascii
 import hashlib
 import io
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from adapter.errors import ImageError, NotFoundError, SchemaError
+from adapter.errors import ImageError, NotFoundError, SchemaError, SourceError
 from adapter.schema.model import FieldSpec, FieldType, TableSpec
 
 MIN_SIZE, MAX_SIZE = 16, 1024
@@ -84,6 +85,16 @@ def store_for(runtime: Any, spec: TableSpec, field: FieldSpec) -> Any:
 
     endpoint = field.object_store.endpoint if field.object_store else ""
     if endpoint.startswith("file://"):
+        # Only directories inside the service's own data directory: a table's schema must
+        # not turn the thumbnail endpoint into a reader of arbitrary local files.
+        from urllib.parse import unquote, urlparse
+
+        root = Path(runtime.settings.state_dir).resolve()
+        parsed = urlparse(endpoint)
+        local = Path(unquote(parsed.netloc + parsed.path)).resolve()
+        if local != root and root not in local.parents:
+            raise SourceError(f"table {spec.name!r}: a file:// bucket must lie inside the service's data "
+                              "directory", f"$.fields[{field.name}].user_defined_param.oss_endpoint")
         return open_store(endpoint)
     # Credentials come from the server's SecretStore; they never leave this process.
     full_spec = runtime.spec_with_secrets(spec.name)
