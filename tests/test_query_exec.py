@@ -20,7 +20,7 @@ from adapter.query.haquery import parse_ha_query
 from adapter.query.planner import plan_ha_query
 from adapter.schema import parse_schema
 
-from query_data import BRANDS, DIM, N, Data, HashEmbedder, schema  # noqa: F401
+from query_data import DIM, N, Data, HashEmbedder, schema
 
 
 @pytest.fixture(scope="module", params=["L2", "IP"])

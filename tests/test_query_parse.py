@@ -133,6 +133,10 @@ def test_filter_grammar():
     ])
     assert parse_filter("x<>-1.5e2") == Compare(field="x", op="!=", value=-150.0)
     assert parse_filter("name='it'") == Compare(field="name", op="=", value="it")
+    q = parse_ha_query("query=v:'1'&&filter=title=\"it's && more\" AND a=1&&sort=-a")
+    assert q.filter == And(items=[Compare(field="title", op="=", value="it's && more"),
+                                  Compare(field="a", op="=", value=1)])
+    assert q.sort == [SortKey(field="a", descending=True)]
 
 
 BAD_QUERIES = [
@@ -144,6 +148,7 @@ BAD_QUERIES = [
     ("query=v:'1,2'&&filter=a=1 AND", 29),
     ("query=v:'1,2'&&filter=a=b", 23),
     ("query=v:'1,2'&&filter=a=1 # 2", 26),
+    ("query=v:'1,2'&&filter=a=\"x", 24),      # unbalanced double quote
     ("query=v:'1,2'&&filter=in(a, 1)", 28),
     ("query=v:'1,x'", 9),
     ("query=v:'1,2;3'", 9),

@@ -64,6 +64,7 @@ class EmbeddedEngine:
         self._catalog.execute("CREATE TABLE IF NOT EXISTS generations (table_name TEXT, gen TEXT, spec TEXT, "
                               "created TEXT, PRIMARY KEY (table_name, gen))")
         self._open: dict[tuple[str, str], Generation] = {}
+        self._live_cache: dict[str, str] = {}  # table → live generation; changed only under self._lock
         self._remove_orphans()
 
     # -- catalog helpers -------------------------------------------------------------
@@ -84,9 +85,13 @@ class EmbeddedEngine:
                 tdir.rmdir()
 
     def _live(self, table: str) -> str:
+        live = self._live_cache.get(table)
+        if live is not None:
+            return live
         row = self._catalog.execute("SELECT live FROM tables WHERE name = ?", (table,)).fetchone()
         if row is None:
             raise NotFoundError(f"table '{table}' does not exist", location="tableName")
+        self._live_cache[table] = row[0]
         return row[0]
 
     def _generation(self, table: str, generation: str | None = None) -> Generation:
@@ -138,6 +143,7 @@ class EmbeddedEngine:
             self._catalog.execute("DELETE FROM tables WHERE name = ?", (table,))
             self._catalog.execute("DELETE FROM generations WHERE table_name = ?", (table,))
             self._catalog.execute("COMMIT")
+            self._live_cache.pop(table, None)
             for key in [k for k in self._open if k[0] == table]:
                 self._open.pop(key).close(checkpoint=False)
             shutil.rmtree(self.data_dir / "tables" / table, ignore_errors=True)
@@ -250,7 +256,10 @@ class EmbeddedEngine:
             sort_fields = [sk.field for sk in plan.sort if sk.field != RANK and sk.field not in fields]
             rows = gen.rows_by_id(list(scores), fields + sort_fields, plan.include_vector or wants_vector) \
                 if scores else {}
-        order = sorted(rows, key=sort_keys_fn(plan.sort, higher, lambda i: scores[i], lambda i, f: rows[i][1].get(f)))
+        if [(sk.field, sk.descending) for sk in plan.sort] == [(RANK, False)]:  # the usual case: best first
+            order = sorted(rows, key=(lambda i: -scores[i]) if higher else scores.__getitem__)
+        else:
+            order = sorted(rows, key=sort_keys_fn(plan.sort, higher, lambda i: scores[i], lambda i, f: rows[i][1].get(f)))
         page = order[plan.start:plan.start + plan.hit]
         hits = []
         for i in page:
@@ -264,7 +273,8 @@ class EmbeddedEngine:
             nprobes = gen.index.default_nprobes(sp.scan_ratio)
         scores, ids = gen.index.search(q[None, :], k, allowed=allowed, max_id=gen.max_id() if allowed is not None else 0,
                                        ef_search=sp.ef_search, nprobes=nprobes)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        found = ids[0] >= 0
+        return list(zip(ids[0][found].tolist(), scores[0][found].tolist()))
 
     @staticmethod
     def _exact(gen: Generation, q: np.ndarray, k: int, sql: SqlFilter) -> list[tuple[int, float]]:
@@ -381,6 +391,7 @@ class EmbeddedEngine:
             self._catalog.execute("UPDATE tables SET live = ? WHERE name = ?", (generation, table))
             self._catalog.execute("DELETE FROM generations WHERE table_name = ? AND gen = ?", (table, live))
             self._catalog.execute("COMMIT")
+            self._live_cache[table] = generation
             old = self._open.pop((table, live), None)
         if old is not None:
             old.close(checkpoint=False)  # waits for searches still reading it

@@ -97,6 +97,8 @@ class Generation:
         self.rw = RWLock()
         self.closed = False
         self._create_schema()
+        with self.db_lock:
+            self._count = int(self.db.execute("SELECT count(*) FROM docs").fetchone()[0])
         self.index = self._open_index()
 
     # -- schema & persistence -----------------------------------------------------
@@ -176,6 +178,8 @@ class Generation:
         """Write the faiss index atomically, tagged with the SQLite seq it reflects."""
         with self.rw.read():
             data = self.index.to_bytes(self.seq)
+            with self.db_lock:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # fold the WAL into the main file
         file = self.path / "index.faiss"
         tmp = file.with_suffix(".faiss.tmp")
         with open(tmp, "wb") as fh:
@@ -226,6 +230,7 @@ class Generation:
                     self.db.executemany(f"INSERT INTO docs (_id, _vec, {', '.join(names)}) VALUES ({marks})", params)
                     self._set_meta("seq", int(self._meta("seq", "0")) + 1)
                     self.db.execute("COMMIT")
+                    self._count += len(rows) - len(old)
                 except BaseException:
                     self.db.execute("ROLLBACK")
                     raise
@@ -257,6 +262,8 @@ class Generation:
 
     # -- reads (callers hold self.rw.read()) --------------------------------------------
     def doc_count(self, where: str = "1", params: Sequence[Any] = ()) -> int:
+        if where == "1":
+            return self._count  # kept current by write(): count(*) would scan the table
         with self.db_lock:
             return int(self.db.execute(f"SELECT count(*) FROM docs WHERE {where}", list(params)).fetchone()[0])
 

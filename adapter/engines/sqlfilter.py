@@ -63,8 +63,8 @@ class SqlFilter:
             return f"{quote_ident(field.name)} {expr.op} ?"
         if isinstance(expr, InList):
             field = attribute_field(self.spec, expr.field)
-            if not expr.values:
-                return "1" if expr.negate else "0"
+            if not expr.values:  # notin(nothing): every document that has the field
+                return f"{quote_ident(field.name)} IS NOT NULL" if expr.negate else "0"
             values = [coerce_value(field, v, f"filter.{expr.field}") for v in expr.values]
             marks = ", ".join("?" for _ in values)
             if field.multi_value:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
 
+import numpy as np
+
 from adapter.errors import QueryError
 from adapter.query.plan import RANK, And, Compare, FilterExpr, InList, Not, Or, SortKey
 
@@ -136,23 +138,29 @@ def ha_query_from_url_query(raw: str) -> str:
 # -- top level: split on && outside quotes --------------------------------------------
 
 
+_SPLIT_TOKENS = re.compile(r"&&|['\"]")
+
+
 def _split_clauses(text: str) -> list[tuple[str, int]]:
-    """Split on ``&&`` outside single quotes; return (segment, offset) pairs."""
+    """Split on ``&&`` outside quotes; return (segment, offset) pairs. Single quotes wrap
+    vector terms (whose JSON may hold double quotes); double quotes wrap filter strings
+    (which may hold an apostrophe)."""
     parts: list[tuple[str, int]] = []
+    quote: str | None = None
     quote_at: int | None = None
-    start = i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "'":
-            quote_at = None if quote_at is not None else i
-        elif quote_at is None and text.startswith("&&", i):
-            parts.append((text[start:i], start))
-            i += 2
-            start = i
-            continue
-        i += 1
+    start = 0
+    for m in _SPLIT_TOKENS.finditer(text):  # only quotes and && matter: skip the rest fast
+        tok, i = m.group(), m.start()
+        if tok == "&&":
+            if quote is None:
+                parts.append((text[start:i], start))
+                start = m.end()
+        elif quote is None:
+            quote, quote_at = tok, i
+        elif tok == quote:
+            quote = quote_at = None
     if quote_at is not None:
-        raise _err("unbalanced single quote", quote_at)
+        raise _err("unbalanced single quote" if quote == "'" else "unbalanced double quote", quote_at)
     parts.append((text[start:], start))
     return parts
 
@@ -477,24 +485,34 @@ def parse_vectors(payload: str, at: int, delimiter: str = ",") -> list[list[floa
         pos += len(chunk) + 1
         if not chunk.strip():
             continue
-        items = [x for x in re.split(r"[,\s]+" if delimiter in (",", " ") else re.escape(delimiter), chunk.strip()) if x]
-        vec = []
-        for item in items:
-            try:
-                x = float(item)
-            except ValueError:
-                raise _err(f"query: vector element {item!r} is not a number (text or image "
-                           "content needs &modal=text|image and Base64)", chunk_at) from None
-            if not math.isfinite(x):
-                raise _err(f"query: vector element {item!r} is not finite", chunk_at)
-            vec.append(x)
-        vectors.append(vec)
+        if delimiter in (",", " "):
+            items = [x for x in re.sub(r"\s", ",", chunk.strip()).split(",") if x]
+        else:
+            items = [x for x in chunk.strip().split(delimiter) if x]
+        try:
+            arr = np.asarray(items, dtype=np.float64)  # C-speed conversion of 512 strings
+        except ValueError:
+            bad = next(x for x in items if not _is_float(x))
+            raise _err(f"query: vector element {bad!r} is not a number (text or image "
+                       "content needs &modal=text|image and Base64)", chunk_at) from None
+        if not np.isfinite(arr).all():
+            bad = items[int(np.flatnonzero(~np.isfinite(arr))[0])]
+            raise _err(f"query: vector element {bad!r} is not finite", chunk_at)
+        vectors.append(arr.tolist())
     if not vectors:
         raise _err("query: empty vector payload", at)
     dims = {len(v) for v in vectors}
     if len(dims) > 1:
         raise _err(f"query: query vectors have different lengths {sorted(dims)}", at)
     return vectors
+
+
+def _is_float(x: str) -> bool:
+    try:
+        float(x)
+        return True
+    except ValueError:
+        return False
 
 
 _B64 = re.compile(r"[A-Za-z0-9+/]*")
