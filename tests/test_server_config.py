@@ -90,3 +90,37 @@ def test_access_log_has_no_credentials_query_or_bodies(tmp_path, caplog):
     assert entries[0]["path"] == "/query" and entries[0]["user"] == "admin" and entries[1]["status"] >= 400
     for line in lines:
         assert token not in line and "hunter22" not in line and "SECRETIMAGEDATA" not in line
+
+
+def test_cli_serve_with_env_credentials(tmp_path):
+    """`ha3-adapter serve --data-dir --port` with the first user from the environment."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "HA3_ADAPTER_USERNAME": "ops", "HA3_ADAPTER_PASSWORD": "pa55"}
+    proc = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--data-dir", str(tmp_path / "data"), "--log-level", "warning"], env=env, cwd=root)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert httpx.get(f"{base}/network/active").status_code == 401
+        assert httpx.get(f"{base}/network/active", auth=("ops", "pa55")).status_code == 200
+        assert httpx.get(f"{base}/network/active", auth=("ops", "nope")).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
