@@ -171,7 +171,7 @@ def serve(
 
     from adapter.config import Settings
     from adapter.runtime import Runtime
-    from adapter.server.app import create_app
+    from adapter.server.app import create_app, uvicorn_config
 
     try:
         settings = Settings.load(config, overrides={"data_dir": data_dir, "host": host, "port": port})
@@ -182,8 +182,8 @@ def serve(
     except AdapterError as exc:
         fail(exc)
     logging.basicConfig(level=log_level.upper(), format="%(message)s")
-    uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=log_level,
-                access_log=False)  # our own structured access log replaces uvicorn's
+    # our own structured access log replaces uvicorn's (access_log=False in uvicorn_config)
+    uvicorn.Server(uvicorn_config(create_app(runtime), settings, log_level=log_level)).run()
 
 
 @app.command("hash-password")
@@ -199,12 +199,15 @@ def rebuild(
     pipeline: Path = typer.Argument(..., help="pipeline YAML (see pipelines/)"),
     progress: str = typer.Option("auto", help="auto (bar on a terminal, log lines otherwise) | bar | log | none"),
     restart: bool = typer.Option(False, "--restart", help="discard an interrupted run's checkpoint instead of resuming"),
+    watch_s: Optional[float] = typer.Option(None, "--watch", help="then keep watching the table files; rebuild "
+                                                                    "when they change (poll every N seconds)"),
 ) -> None:
     """Rebuild a table from its pipeline into a new generation, then switch searches to it."""
     import logging
 
     from adapter.ingest.pipeline import PipelineConfig
-    from adapter.ingest.rebuild import abort_rebuild, parts_from_pipeline, rebuild as run_rebuild
+    from adapter.ingest.rebuild import (RebuildCancelled, abort_rebuild, parts_from_pipeline, rebuild as run_rebuild,
+                                        watch)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -213,6 +216,15 @@ def rebuild(
         try:
             if restart:
                 abort_rebuild(parts, config)
+            if watch_s is not None:
+                def show(report) -> None:
+                    typer.echo(json.dumps({k: v for k, v in report.to_dict().items() if k != "failures"}, default=str))
+
+                try:
+                    watch(parts, config, interval_s=watch_s, progress=progress, on_report=show)
+                except (KeyboardInterrupt, RebuildCancelled):
+                    pass
+                return
             report = run_rebuild(parts, config, progress=progress)
         finally:
             parts.engine.close()

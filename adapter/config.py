@@ -94,6 +94,7 @@ class LimitsConfig(BaseModel):
     # gets a 413 naming the limit.
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_query_string_bytes: int = Field(1024 * 1024, gt=0)
+    max_push_documents: int = Field(10_000, gt=0)  # commands per push request
 
 
 def _default_engine() -> EngineConfig:
@@ -110,8 +111,13 @@ class Settings(BaseModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    instance_id: str = "ha3-adapter"  # what /openapi/ha3/instances/{instance} expects (any accepted if "*")
+    # /openapi/ha3/instances/{instance}: "*" accepts any id, so clients keep their real
+    # instance id (the vector SDK derives one from the endpoint when none is configured).
+    instance_id: str = "*"
     auth_required: bool = True
+    # Load the models that existing tables use before accepting connections, so the first
+    # query is not slow and /health answering means ready.
+    warm_up: bool = True
 
     @property
     def state_dir(self) -> Path:

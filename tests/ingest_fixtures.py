@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -191,9 +190,3 @@ class RejectingEngine:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
-
-
-def env_without_aws(monkeypatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name, raising=False)

@@ -183,3 +183,54 @@ def test_model_failure_reaches_every_waiter():
         t.join()
     svc.close()
     assert len(errors) == 3 and all("model exploded" in e for e in errors)
+
+
+class _PilOnlyEncoder:
+    """No fast path: the service must hand it decoded RGB PIL images."""
+
+    name, dimension, normalized = "pil", 3, False
+
+    def encode_images(self, images):
+        assert all(im.mode == "RGB" for im in images)
+        return np.array([np.asarray(im, dtype=np.float32).mean(axis=(0, 1)) for im in images], dtype=np.float32)
+
+    def encode_texts(self, texts):  # pragma: no cover - not used here
+        raise NotImplementedError
+
+
+class _PreprocessedAliasEncoder(_PilOnlyEncoder):
+    """The starter model's spelling of the fast path: preprocess + encode_preprocessed."""
+
+    name = "alias"
+
+    def __init__(self):
+        self.batches = []
+
+    def preprocess(self, img):
+        return np.asarray(img.resize((8, 8)), dtype=np.float32).mean(axis=(0, 1))
+
+    def encode_preprocessed(self, batch):
+        self.batches.append(len(batch))
+        return np.asarray(batch, dtype=np.float32)
+
+
+def test_encoders_without_and_with_aliased_fast_path():
+    png = io.BytesIO()
+    Image.new("RGB", (10, 10), (10, 20, 30)).save(png, "PNG")
+    data = [png.getvalue(), b"bad", png.getvalue()]
+    for enc in (_PilOnlyEncoder(), _PreprocessedAliasEncoder()):
+        svc = EmbeddingService(_RegistryOf(enc))
+        out = svc.embed_images(enc.name, data)
+        svc.close()
+        assert isinstance(out[1], ImageError)
+        assert np.allclose(out[0], [10, 20, 30]) and np.allclose(out[2], [10, 20, 30])
+        if isinstance(enc, _PreprocessedAliasEncoder):
+            assert enc.batches == [2]
+
+
+class _RegistryOf:
+    def __init__(self, enc):
+        self.enc = enc
+
+    def get(self, name):
+        return self.enc

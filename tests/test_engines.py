@@ -74,7 +74,7 @@ def brute(vecs: np.ndarray, q: np.ndarray, distance: DistanceType, mask: np.ndar
 
 # -- engine fixtures ---------------------------------------------------------------------
 
-ENGINES = ["embedded", "opensearch"]
+ENGINES = ["embedded", pytest.param("opensearch", marks=pytest.mark.opensearch)]
 
 
 class EngineBox:
@@ -318,6 +318,10 @@ def test_fetch_count_aggregate_stats(box):
     e = box.engine
     res = e.fetch(FetchPlan(table=name, ids=[5, 999, 3], output_fields=["title"]))
     assert [(h.pk, h.fields["title"]) for h in res.hits] == [(5, "item-5"), (3, "item-3")]
+    [five] = e.fetch(FetchPlan(table=name, ids=[5], include_vector=True, output_fields=[])).hits
+    np.testing.assert_allclose(five.vector, vecs[5], rtol=1e-6)
+    by_filter = e.fetch(FetchPlan(table=name, filter=Compare(field="title", op="=", value="item-8"), include_vector=True))
+    np.testing.assert_allclose(by_filter.hits[0].vector, vecs[8], rtol=1e-6)
     res = e.fetch(FetchPlan(table=name, filter=Compare(field="cate_id", op="=", value=1),
                             sort=[SortKey(field="price", descending=True)], limit=3, offset=1))
     assert [h.pk for h in res.hits] == [291, 286, 281] and res.total == N // CATES

@@ -234,7 +234,7 @@ from adapter.ingest.rebuild import rebuild
 class SlowEngine:  # slow writes, so the parent can kill us mid-run
     def __init__(self, inner): self.inner = inner
     def upsert(self, *a, **k):
-        time.sleep(0.05)
+        time.sleep(0.1)
         return self.inner.upsert(*a, **k)
     def __getattr__(self, name): return getattr(self.inner, name)
 
@@ -308,3 +308,70 @@ def test_progress_is_logged_or_drawn(tmp_path, engine, mode, caplog, capsys):
         assert any("ingest progress table=items read=12 total=12 indexed=12 failed=0" in m for m in lines)
     else:
         assert "12/12" in capsys.readouterr().err
+
+
+def test_watch_rebuilds_when_table_file_changes(tmp_path, engine):
+    """Automatic reindexing: a changed table file triggers a new rebuild."""
+    import os
+    import time
+
+    from adapter.ingest.rebuild import watch
+
+    rows = [{"id": i, "cate_id": 1, "vector": [0.1] * 512} for i in range(3)]
+    pipeline = _pipeline(tmp_path, rows, schema="image_search_hnsw_ip.json", image={"kind": "vector"})
+    stop = threading.Event()
+    reports = []
+
+    def on_report(report):
+        reports.append(report)
+        if len(reports) == 1:  # the table grows: the watcher must notice and rebuild
+            path = tmp_path / "items.jsonl"
+            path.write_text(path.read_text() + json.dumps({"id": 9, "cate_id": 2, "vector": [0.2] * 512}) + "\n")
+            os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+        else:
+            stop.set()
+
+    assert watch((engine, None), pipeline, interval_s=0.05, progress="none", stop=stop, on_report=on_report) == 2
+    assert [r.read for r in reports] == [3, 4] and engine.count("items") == 4
+
+
+def test_api_rebuild_uses_schema_store_and_runtime_secrets(tmp_path, s3_bucket, engine, embedder, monkeypatch):
+    """kind auto + an oss source field: the store comes from the schema, its keys from the
+    service's SecretStore (the stored schema has them blanked)."""
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    from adapter.schema.model import ObjectStoreSpec
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    endpoint, bucket, client = s3_bucket
+    client.put_object(Bucket=bucket, Key="Test image/image/1.png", Body=png_bytes(1))
+    schema = json.loads((MAPPINGS / "image_search_oss.json").read_text())
+    schema["fields"][1]["user_defined_param"].update(oss_endpoint=endpoint, oss_bucket=bucket, oss_access_key="",
+                                                     oss_secret="")
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    rows = [{"id": 1, "cate_id": 1, "vector_source_image": "/Test image/image/1.png"}]
+    pipeline = _pipeline(tmp_path, rows, schema=str(tmp_path / "schema.json"), image={"kind": "auto"})
+    secrets = SimpleNamespace(object_store=lambda table, field=None: ObjectStoreSpec(
+        endpoint=endpoint, bucket=bucket, access_key_id=SecretStr(S3_KEY), access_key_secret=SecretStr(S3_SECRET)))
+    runtime = SimpleNamespace(engine=engine, embedder=embedder, secrets=secrets)
+    report = rebuild(runtime, pipeline, progress="none")
+    assert (report.read, report.indexed, report.failed) == (1, 1, 0)
+
+
+def test_second_rebuild_of_same_table_conflicts(tmp_path, engine):
+    from adapter.errors import ConflictError
+
+    rows = [{"id": i, "cate_id": 1, "vector": [0.1] * 512} for i in range(8)]
+    pipeline = _pipeline(tmp_path, rows, schema="image_search_hnsw_ip.json", image={"kind": "vector"})
+    seen = []
+
+    def progress(snapshot):
+        if not seen:
+            with pytest.raises(ConflictError, match="already running"):
+                rebuild((engine, None), pipeline, progress="none")
+            seen.append(True)
+
+    assert rebuild((engine, None), pipeline, progress=progress).indexed == 8 and seen

@@ -207,3 +207,12 @@ def test_coercion_errors_are_per_record():
 def test_table_config_needs_one_source():
     with pytest.raises(ConfigError):
         TableSourceConfig()
+
+
+def test_invalid_bucket_name_and_schemeless_endpoint_are_typed(s3_server):
+    store = open_store({"endpoint": s3_server.replace("http://", ""), "bucket": "The name of the OSS bucket",
+                        "access_key_id": S3_KEY, "access_key_secret": S3_SECRET, "max_attempts": 1})
+    assert store.client.meta.endpoint_url.startswith("https://")
+    with pytest.raises(ObjectStoreError) as info:
+        store.get("/a.png")
+    assert "a.png" in str(info.value) and S3_SECRET not in str(info.value)

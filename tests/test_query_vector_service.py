@@ -170,6 +170,14 @@ def test_hybrid_search_weighted_and_rrf(env):
     assert ids(out) == [int(env.ids[i]) for i in top]
 
 
+def test_hybrid_knn_leg_without_table_name_and_with_content(env):
+    emb = env.runtime.embedder
+    out = handle("search", {"tableName": env.table, "size": 3,
+                            "knn": {"content": "blue bag", "modal": "text", "topK": N}}, env.runtime)
+    order, s = env.topn(emb._vec(b"blue bag"), 3)
+    assert ids(out) == [int(env.ids[i]) for i in order]
+
+
 def test_text_of_query_string():
     assert text_of_query_string("title:'red shoes' AND desc:'leather'") == "red shoes leather"
     assert text_of_query_string("plain words") == "plain words"

@@ -35,14 +35,15 @@ def server(tmp_path_factory):
 
     from adapter.embed.testing import make_tiny_clip
     from adapter.runtime import Runtime
-    from adapter.server.app import create_app
+    from adapter.server.app import create_app, uvicorn_config
 
     tmp = tmp_path_factory.mktemp("sdk")
     clip = make_tiny_clip(tmp / "clip", dim=512)
     runtime = Runtime.from_settings(make_settings(tmp, clip, instance_id=INSTANCE))
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False))
+    settings = runtime.settings
+    srv = uvicorn.Server(uvicorn_config(create_app(runtime), settings, host="127.0.0.1", port=port,
+                                        log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -118,6 +119,24 @@ def test_search_by_image_vector_and_post_method(pushed):
     assert str(items[0]["fields"]["id"]) == "3"  # the blue square pushed with id 3
 
 
+def test_sdk_default_get_search_with_a_large_base64_image(pushed):
+    # The SDK's default method is GET: the whole query, image included, travels in the URL.
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
+    img = base64.b64encode(buf.getvalue()).decode()
+    assert len(img) > 30_000
+    query_str = (f"config=hit:2,format:json&&query=image_index:'{img}&modal=image&n=2'"
+                 "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK&&cluster=general")
+    body = json.loads(ha_sdk(pushed).search(ha_models.SearchRequestModel({}, ha_models.SearchQuery(query=query_str))).body)
+    assert body["errors"] == [] and body["result"]["numHits"] == 2
+
+
 def test_vector_service_query_inference_and_fetch(pushed):
     client = vec_sdk(pushed)
     # inference_query with an image: the same picture is its own nearest neighbour.
@@ -155,6 +174,11 @@ def test_vector_sdk_table_management_and_active(pushed):
     table = client.get_table("image_search").body.result
     assert table.primary_key == "id" and table.field_schema["vector"] == "MULTI_FLOAT"
     assert json.loads(client.active().body)["status"] == "OK"
+    other = vec_client.Client(vec_models.Config(endpoint=pushed, instance_id="ha-cn-other", protocol="http",
+                                                access_user_name=ADMIN[0], access_pass_word=ADMIN[1]))
+    with pytest.raises(TeaException) as info:  # this server is configured as instance INSTANCE
+        other.list_tables()
+    assert info.value.code == 404
 
 
 def test_sdk_errors_raise_tea_exception(pushed):

@@ -208,3 +208,65 @@ def test_secrets_kept_out_of_engine_and_responses(client):
     full = client.runtime.spec_with_secrets("oss_table")
     store = next(iter(full.object_store_fields().values()))
     assert store.access_key_secret.get_secret_value() in creds
+
+
+def test_reindex_runs_a_rebuild_task_from_a_table_source(client, tmp_path):
+    import time
+
+    r = client.post(TABLES, headers=basic(ADMIN), json={"name": "rebuilt", "schema": seed_schema("rb_index")})
+    assert r.status_code == 200, r.text
+    rows = tmp_path / "items.jsonl"
+    rows.write_text("\n".join(json.dumps({"id": i, "cate_id": 1, "vector_source_image": png_b64((i * 40, 0, 0))})
+                              for i in range(1, 6)) + "\n" + json.dumps({"id": 6, "cate_id": 1,
+                                                                          "vector_source_image": "bm90IGFuIGltYWdl"}) + "\n")
+    r = client.post(f"{TABLES}/rebuilt/reindex", headers=basic(ADMIN), json={"dataTimeSec": 1})
+    assert r.status_code == 400 and "pipeline" in r.json()["message"]
+    r = client.post(f"{TABLES}/rebuilt/reindex", headers=basic(ADMIN),
+                    json={"pipeline": {"source": {"table": {"path": str(rows)}, "image": {"kind": "base64"}}}})
+    assert r.status_code == 200, r.text
+    task_id = r.json()["result"]["taskId"]
+    for _ in range(600):
+        task = client.get(f"/openapi/ha3/instances/{INSTANCE}/tasks/{task_id}", headers=basic(ADMIN)).json()["result"]
+        if task["state"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.05)
+    assert task["state"] == "succeeded", task
+    assert task["read"] == 6 and task["indexed"] == 5 and task["failed"] == 1
+    assert client.get(f"{TABLES}/rebuilt", headers=basic(ADMIN)).json()["result"]["docCount"] == 5
+    listed = client.get(f"/openapi/ha3/instances/{INSTANCE}/tasks", headers=basic(ADMIN)).json()["result"]
+    assert task_id in [t["taskId"] for t in listed]
+    assert "ha3_adapter_ingest_records" in client.get("/metrics").text
+
+
+def test_modify_table_switches_empty_tables_and_refuses_full_ones(client):
+    schema = seed_schema("mod_index")
+    assert client.post(TABLES, headers=basic(ADMIN), json={"name": "mod", "schema": schema}).status_code == 200
+    changed = seed_schema("mod_index")
+    for index in changed["indexs"]:
+        if index["index_type"] == "CUSTOMIZED":
+            index["parameters"]["distance_type"] = "InnerProduct"
+    r = client.put(f"{TABLES}/mod", headers=basic(ADMIN), json={"schema": changed})
+    assert r.status_code == 200, r.text
+    assert client.get(f"{TABLES}/mod", headers=basic(ADMIN)).json()["result"]["vectorIndex"][0]["distanceType"] == "InnerProduct"
+    assert client.post("/update/mod/actions/bulk", headers=basic(ADMIN), json=push_body(1)).status_code == 200
+    r = client.put(f"{TABLES}/mod", headers=basic(ADMIN), json={"schema": schema})
+    assert r.status_code == 409 and "reindex" in r.json()["message"]
+
+
+def test_warm_up_loads_the_models_tables_use(client):
+    from adapter.server.app import warm_up
+
+    assert warm_up(client.runtime) == ["clip"]
+
+
+def test_deflated_body_as_the_vector_sdk_can_send(client):
+    import zlib
+
+    raw = json.dumps({"tableName": "images", "ids": ["1"]}).encode()
+    r = client.post("/vector-service/fetch", content=zlib.compress(raw),
+                    headers={**basic(ADMIN), "content-type": "application/json", "content-encoding": "deflate"})
+    assert r.status_code == 200, r.text
+    assert [str(h["id"]) for h in r.json()["result"]] == ["1"]
+    r = client.post("/vector-service/fetch", content=b"not deflate",
+                    headers={**basic(ADMIN), "content-type": "application/json", "content-encoding": "deflate"})
+    assert r.status_code == 400 and "deflate" in r.json()["errorMsg"]

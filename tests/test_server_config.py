@@ -124,3 +124,23 @@ def test_cli_serve_with_env_credentials(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_default_limits_reject_a_30_mb_base64_image_with_413(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from adapter.runtime import Runtime
+    from adapter.server.app import create_app
+
+    s = Settings.load(None, env={"HA3_ADAPTER_USERNAME": "a", "HA3_ADAPTER_PASSWORD": "b"},
+                      overrides={"data_dir": tmp_path / "d"})
+    s.limits.max_push_documents = 3
+    runtime = Runtime.from_settings(s)
+    auth = {"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}
+    with TestClient(create_app(runtime)) as c:
+        body = json.dumps({"tableName": "t", "content": "A" * (30 * 1024 * 1024), "modal": "image"})
+        r = c.post("/vector-service/inference-query", content=body, headers={**auth, "content-type": "application/json"})
+        assert r.status_code == 413 and "limit is 20971520 bytes" in r.json()["errorMsg"]
+        r = c.post("/update/t/actions/bulk", json=[{"cmd": "delete", "fields": {"id": i}} for i in range(4)], headers=auth)
+        assert r.status_code == 413 and "limit is 3 per request" in r.json()["errors"][0]["message"]
+    runtime.close()

@@ -11,7 +11,8 @@ caller waits at most that long; concurrent callers share the model call.
 
 Fast path protocol (optional, used when an encoder has both):
 ``encoder.preprocess(PIL.Image) -> np.ndarray`` (one model input) and
-``encoder.encode_pixels(np.ndarray stacked inputs) -> (n, d) float32``;
+``encoder.encode_pixels(np.ndarray stacked inputs) -> (n, d) float32`` (or its alias
+``encode_preprocessed``, the starter model's name for it);
 ``encoder.draft_size`` (int) lets JPEGs decode at reduced scale. Encoders without them get
 decoded ``PIL.Image`` lists through ``encode_images``.
 """
@@ -122,7 +123,7 @@ class EmbeddingService:
 
     # -- internals -------------------------------------------------------------------
     def _preparer(self, enc) -> Callable[[bytes], Any]:
-        fast = callable(getattr(enc, "preprocess", None)) and callable(getattr(enc, "encode_pixels", None))
+        fast = callable(getattr(enc, "preprocess", None)) and _pixel_encoder(enc) is not None
         draft = getattr(enc, "draft_size", None) if fast else None
         max_bytes, max_pixels = self.max_bytes, self.max_pixels
 
@@ -138,8 +139,9 @@ class EmbeddingService:
         return prepare
 
     def _encode_prepared(self, enc, items: list) -> list[np.ndarray]:
-        if isinstance(items[0], np.ndarray) and callable(getattr(enc, "encode_pixels", None)):
-            out = _guard(lambda: enc.encode_pixels(np.stack(items)), enc.name)
+        encode_pixels = _pixel_encoder(enc)
+        if isinstance(items[0], np.ndarray) and encode_pixels is not None:
+            out = _guard(lambda: encode_pixels(np.stack(items)), enc.name)
         else:
             out = _guard(lambda: enc.encode_images(items), enc.name)
         return list(np.asarray(out, dtype=np.float32))
@@ -214,6 +216,14 @@ class _MicroBatcher:
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(err)
+
+
+def _pixel_encoder(enc) -> Callable[[np.ndarray], np.ndarray] | None:
+    for attr in ("encode_pixels", "encode_preprocessed"):
+        fn = getattr(enc, attr, None)
+        if callable(fn):
+            return fn
+    return None
 
 
 def _guard(call: Callable[[], np.ndarray], model: str) -> np.ndarray:

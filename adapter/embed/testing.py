@@ -43,8 +43,13 @@ def _write_tokenizer(path: Path) -> dict[str, int]:
     return vocab
 
 
-def make_tiny_clip(path: str | Path, dim: int = 512, *, image_size: int = 32, seed: int = 0) -> Path:
-    """Save a tiny random CLIPModel + tokenizer + image processor config at ``path``."""
+def make_tiny_clip(path: str | Path, dim: int = 512, *, image_size: int = 32, seed: int = 0,
+                   vision: dict | None = None, text: dict | None = None) -> Path:
+    """Save a tiny random CLIPModel + tokenizer + image processor config at ``path``.
+
+    ``vision``/``text`` override tower sizes (the benchmark uses ViT-B/32 sizes to get
+    real-CLIP compute cost without real weights).
+    """
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
@@ -57,11 +62,11 @@ def make_tiny_clip(path: str | Path, dim: int = 512, *, image_size: int = 32, se
     bos, eos = tok.convert_tokens_to_ids("<|startoftext|>"), tok.convert_tokens_to_ids("<|endoftext|>")
 
     config = CLIPConfig(
-        text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                         bos_token_id=bos, eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=image_size, patch_size=8),
+        text_config=dict(dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                              bos_token_id=bos, eos_token_id=eos, pad_token_id=eos), **(text or {})),
+        vision_config=dict(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=2, image_size=image_size, patch_size=8), **(vision or {})),
         projection_dim=dim,
     )
     torch.manual_seed(seed)

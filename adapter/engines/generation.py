@@ -2,7 +2,9 @@
 
 Layout under the generation directory::
 
-    docs.sqlite   docs(_id INTEGER PRIMARY KEY AUTOINCREMENT, _vec BLOB, <one column per attribute>)
+    docs.sqlite   docs(_id INTEGER PRIMARY KEY AUTOINCREMENT, <one column per attribute>)
+                  vecs(_id INTEGER PRIMARY KEY, _vec BLOB): fp32 vectors apart from the attributes,
+                  so filters, counts and hit lookups read small, densely packed rows
                   meta(key, value): seq (bumped by every write), trained (IVF was trained)
     index.faiss   the faiss index + tombstones, tagged with the seq it reflects
 
@@ -91,8 +93,11 @@ class Generation:
                 raise SchemaError(f"field name '{f.name}' is reserved by the embedded engine",
                                   location=f"fields.{f.name}")
         self.db = sqlite3.connect(str(path / "docs.sqlite"), check_same_thread=False, isolation_level=None)
+        # 16 KiB pages hold ~7 rows of a 512-d fp32 vector (4 KiB pages hold one, wasting half).
+        self.db.execute("PRAGMA page_size=16384")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages per generation
         self.db_lock = threading.Lock()
         self.rw = RWLock()
         self.closed = False
@@ -111,7 +116,8 @@ class Generation:
         with self.db_lock:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("CREATE TABLE IF NOT EXISTS docs (_id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                            f"_vec BLOB NOT NULL, {', '.join(cols)})")
+                            f"{', '.join(cols)})")
+            self.db.execute("CREATE TABLE IF NOT EXISTS vecs (_id INTEGER PRIMARY KEY, _vec BLOB NOT NULL)")
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             for f in self.columns:
                 if f.name != pk and not f.multi_value and f.type.value != "TEXT":
@@ -171,7 +177,7 @@ class Generation:
         elif qc and qc.train_sample_ratio:
             n = max(min(count, nlist * 39), int(count * qc.train_sample_ratio))
         with self.db_lock:
-            rows = self.db.execute("SELECT _vec FROM docs ORDER BY random() LIMIT ?", (n,)).fetchall()
+            rows = self.db.execute("SELECT _vec FROM vecs ORDER BY random() LIMIT ?", (n,)).fetchall()
         return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(-1, self.spec.dimension)
 
     def checkpoint(self) -> None:
@@ -217,17 +223,21 @@ class Generation:
                         old += [r[0] for r in self.db.execute(
                             f"SELECT _id FROM docs WHERE {pkcol} IN ({marks})", list(part))]
                         self.db.execute(f"DELETE FROM docs WHERE {pkcol} IN ({marks})", list(part))
+                    for part in _chunks(old):
+                        self.db.execute(f"DELETE FROM vecs WHERE _id IN ({','.join('?' * len(part))})", list(part))
                     row = self.db.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence "
                                           "WHERE name='docs'), 0), coalesce((SELECT max(_id) FROM docs), 0))").fetchone()
                     next_id = int(row[0]) + 1
                     new_ids = np.arange(next_id, next_id + len(rows), dtype=np.int64)
                     vectors = np.empty((len(rows), self.spec.dimension), dtype=np.float32)
-                    params = []
+                    params, vec_params = [], []
                     for i, (values, vec) in enumerate(rows.values()):
                         vectors[i] = vec
-                        params.append([int(new_ids[i]), vec.tobytes(), *values])
-                    marks = ",".join("?" * (len(names) + 2))
-                    self.db.executemany(f"INSERT INTO docs (_id, _vec, {', '.join(names)}) VALUES ({marks})", params)
+                        params.append([int(new_ids[i]), *values])
+                        vec_params.append((int(new_ids[i]), vec.tobytes()))
+                    marks = ",".join("?" * (len(names) + 1))
+                    self.db.executemany(f"INSERT INTO docs (_id, {', '.join(names)}) VALUES ({marks})", params)
+                    self.db.executemany("INSERT INTO vecs (_id, _vec) VALUES (?, ?)", vec_params)
                     self._set_meta("seq", int(self._meta("seq", "0")) + 1)
                     self.db.execute("COMMIT")
                     self._count += len(rows) - len(old)
@@ -280,7 +290,8 @@ class Generation:
         last = 0
         while True:  # keyset pagination: never holds the connection across yields
             with self.db_lock:
-                rows = self.db.execute(f"SELECT _id, _vec FROM docs WHERE _id > ? AND ({where}) "
+                subset = "" if where == "1" else f" AND _id IN (SELECT _id FROM docs WHERE {where})"
+                rows = self.db.execute(f"SELECT _id, _vec FROM vecs WHERE _id > ?{subset} "
                                        f"ORDER BY _id LIMIT {CHUNK}", [last, *params]).fetchall()
             if not rows:
                 return
@@ -298,7 +309,7 @@ class Generation:
 
     def _rows(self, key_col: str, keys: list[Any], fields: list[str], with_vector: bool) -> dict[int, tuple]:
         pk = self.spec.primary_key
-        select = ["_id", quote_ident(pk)] + [quote_ident(f) for f in fields] + (["_vec"] if with_vector else [])
+        select = ["_id", quote_ident(pk)] + [quote_ident(f) for f in fields]
         out: dict[int, tuple] = {}
         for part in _chunks(keys):
             marks = ",".join("?" * len(part))
@@ -306,19 +317,30 @@ class Generation:
                 rows = self.db.execute(f"SELECT {', '.join(select)} FROM docs WHERE {key_col} IN ({marks})",
                                        list(part)).fetchall()
             for r in rows:
-                out[r[0]] = (r[1], self.decode_fields(fields, r[2:2 + len(fields)]),
-                             np.frombuffer(r[-1], dtype=np.float32).tolist() if with_vector else None)
+                out[r[0]] = (r[1], self.decode_fields(fields, r[2:2 + len(fields)]), None)
+        if with_vector:
+            vectors = self.vectors_by_id(list(out))
+            out = {i: (pk, values, vectors.get(i)) for i, (pk, values, _) in out.items()}
+        return out
+
+    def vectors_by_id(self, ids: list[int]) -> dict[int, list[float]]:
+        out = {}
+        for part in _chunks(ids):
+            with self.db_lock:
+                rows = self.db.execute(f"SELECT _id, _vec FROM vecs WHERE _id IN ({','.join('?' * len(part))})",
+                                       list(part)).fetchall()
+            out.update((r[0], np.frombuffer(r[1], dtype=np.float32).tolist()) for r in rows)
         return out
 
     def select(self, where: str, params: Sequence[Any], order_by: str, limit: int, offset: int,
                fields: list[str], with_vector: bool) -> list[tuple[Any, dict, list | None]]:
         pk = self.spec.primary_key
-        select = [quote_ident(pk)] + [quote_ident(f) for f in fields] + (["_vec"] if with_vector else [])
+        select = ["_id", quote_ident(pk)] + [quote_ident(f) for f in fields]
         sql = f"SELECT {', '.join(select)} FROM docs WHERE {where} ORDER BY {order_by} LIMIT ? OFFSET ?"
         with self.db_lock:
             rows = self.db.execute(sql, [*params, limit, offset]).fetchall()
-        return [(r[0], self.decode_fields(fields, r[1:1 + len(fields)]),
-                 np.frombuffer(r[-1], dtype=np.float32).tolist() if with_vector else None) for r in rows]
+        vectors = self.vectors_by_id([r[0] for r in rows]) if with_vector else {}
+        return [(r[1], self.decode_fields(fields, r[2:2 + len(fields)]), vectors.get(r[0])) for r in rows]
 
     def query(self, sql: str, params: Sequence[Any]) -> list[tuple]:
         with self.db_lock:

@@ -147,6 +147,10 @@ class RecordPreparer:
             return item.fail(exc.reason, str(exc))
         except ImageError as exc:
             return item.fail("undecodable_image", str(exc))
+        except AdapterError as exc:
+            return item.fail("store_error", str(exc))
+        except Exception as exc:  # noqa: BLE001 - one record's surprise must not stop a 1M-row rebuild
+            return item.fail("store_error", f"{type(exc).__name__}: {exc}")
         if not item.image:
             return item.fail("undecodable_image", "image is empty (0 bytes)")
         if self.decode:

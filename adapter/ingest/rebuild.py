@@ -37,8 +37,8 @@ from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
-from adapter.errors import AdapterError, ConfigError, NotFoundError
-from adapter.ingest.journal import Journal, close_journal, open_journal
+from adapter.errors import AdapterError, ConfigError, ConflictError, NotFoundError
+from adapter.ingest.journal import close_journal, open_journal
 from adapter.ingest.pipeline import PipelineConfig
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
                                     to_document)
@@ -171,11 +171,11 @@ def open_image_store(pipeline: PipelineConfig, spec: TableSpec, runtime: Any = N
         return None
     if image.object_store is not None:
         return open_store(schema_store or image.object_store, overrides=image.object_store if schema_store else None)
-    if image.kind == "object_store":
-        if schema_store is None:
-            raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
-                              "$.source.image.object_store")
+    if schema_store is not None:  # the schema's oss field (kind auto or object_store)
         return open_store(schema_store)
+    if image.kind == "object_store":
+        raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
+                          "$.source.image.object_store")
     return None
 
 
@@ -324,9 +324,28 @@ def sample_size(spec: TableSpec, total: int, cap: int) -> int:
 # --------------------------------------------------------------------------- rebuild
 
 
+_running: set[str] = set()
+_running_lock = threading.Lock()
+
+
 def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "auto", *,
             stop: threading.Event | None = None) -> IngestReport:
-    """Rebuild ``pipeline.table`` from its source into a new generation, then switch to it."""
+    """Rebuild ``pipeline.table`` from its source into a new generation, then switch to it.
+
+    One rebuild per table at a time in this process (ConflictError otherwise)."""
+    with _running_lock:
+        if pipeline.table in _running:
+            raise ConflictError(f"a rebuild of '{pipeline.table}' is already running", "table")
+        _running.add(pipeline.table)
+    try:
+        return _rebuild(runtime, pipeline, progress, stop)
+    finally:
+        with _running_lock:
+            _running.discard(pipeline.table)
+
+
+def _rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg,
+             stop: threading.Event | None) -> IngestReport:
     parts = parts_of(runtime)
     engine, embedder = parts.engine, parts.embedder
     if pipeline.source.table is None:
@@ -351,19 +370,21 @@ def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "aut
     report_path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = _resume(engine, pipeline, ckpt_path)
     if ckpt is None:
+        pipeline.journal_path().unlink(missing_ok=True)
+        # The journal opens before the generation exists: no push can fall between the two.
+        journal = open_journal(table, pipeline.journal_path())
         generation = engine.begin_generation(table, spec)
         ckpt = Checkpoint(table=table, fingerprint=pipeline.fingerprint(), generation=generation)
         report_path.write_text("", encoding="utf-8")
-        pipeline.journal_path().unlink(missing_ok=True)
         ckpt.save(ckpt_path)
         resumed_from = 0
     else:
+        journal = open_journal(table, pipeline.journal_path())
         with report_path.open("a+b") as handle:  # drop failures of a batch that was never committed
             handle.truncate(ckpt.report_bytes)
         resumed_from = ckpt.next_offset
         log.info("ingest resume table=%s generation=%s at offset=%d", table, ckpt.generation, ckpt.next_offset)
 
-    journal = open_journal(table, pipeline.journal_path())
     report = IngestReport(table=table, generation=ckpt.generation, read=ckpt.read, indexed=ckpt.indexed,
                           failed=ckpt.failed, resumed_from=resumed_from, trained_on=ckpt.trained_on,
                           report_file=str(report_path))
@@ -402,6 +423,29 @@ def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "aut
         report.elapsed_s = time.monotonic() - started
     report.failures = _read_failures(report_path)
     return report
+
+
+def watch(runtime: Any, pipeline: PipelineConfig, *, interval_s: float = 60.0, progress: ProgressArg = "auto",
+          stop: threading.Event | None = None, on_report: Callable[[IngestReport], None] | None = None) -> int:
+    """Automatic reindexing: rebuild now, then again whenever the table's files (or the set
+    of partition files a glob matches) change. Returns the number of rebuilds when stopped."""
+    from adapter.sources.tables import table_signature
+
+    assert pipeline.source.table is not None
+    stop = stop or threading.Event()
+    seen = None
+    rebuilds = 0
+    while not stop.is_set():
+        signature = table_signature(pipeline.source.table)
+        if signature != seen:
+            seen = signature
+            report = rebuild(runtime, pipeline, progress=progress, stop=stop)
+            rebuilds += 1
+            if on_report is not None:
+                on_report(report)
+            continue  # re-check at once: the files may have changed during the rebuild
+        stop.wait(interval_s)
+    return rebuilds
 
 
 def abort_rebuild(runtime: Any, pipeline: PipelineConfig) -> None:

@@ -122,6 +122,12 @@ class FetchRequest(_Req):
     kvpairs: dict[str, Any] | None = None
 
 
+class KnnQuery(QueryRequest):
+    """The knn leg of a hybrid search: its tableName defaults to the request's."""
+
+    tableName: str | None = None  # type: ignore[assignment]
+
+
 class TextQuery(_Req):
     queryString: str
     queryParams: dict[str, Any] | None = None
@@ -140,7 +146,7 @@ class SearchRequest(_Req):
     from_: int = Field(0, ge=0, alias="from")
     order: Literal["ASC", "DESC", "asc", "desc"] | None = None
     outputFields: list[str] | None = None
-    knn: QueryRequest | None = None
+    knn: KnnQuery | None = None
     text: TextQuery | None = None
     rank: RankQuery | None = None
 
@@ -393,8 +399,8 @@ def handle_search(body: dict, runtime: Any) -> dict:
     output = req.outputFields or []
     legs: list[tuple[SearchResult, float]] = []
     if req.knn is not None:
-        knn = req.knn.model_copy(update={"tableName": spec.name, "topK": max(req.knn.topK, depth),
-                                         "outputFields": output or None})
+        knn = QueryRequest.model_validate({**req.knn.model_dump(), "tableName": spec.name,
+                                           "topK": max(req.knn.topK, depth), "outputFields": output or None})
         plan = plan_query(knn, runtime, "$.knn")
         legs.append((_run(plan, runtime), req.knn.weight if req.knn.weight is not None else 1.0))
     if req.text is not None:

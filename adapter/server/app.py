@@ -56,11 +56,12 @@ dot-part of the endpoint)
 from __future__ import annotations
 
 import logging
-from typing import Any
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from adapter.runtime import Runtime
 from adapter.server import docs, errors, routes_push, routes_query, routes_tables, routes_ui, routes_vector
@@ -82,12 +83,40 @@ def _served_runtime(runtime: Runtime, metrics: Metrics) -> Runtime:
     return served
 
 
+def warm_up(runtime: Runtime) -> list[str]:
+    """Load every model an existing table uses (uvicorn accepts no connection before this)."""
+    loaded = []
+    encoder = getattr(runtime.embedder, "encoder", None)
+    if encoder is None:
+        return loaded
+    models = set()
+    for table in runtime.engine.list_tables():
+        spec = runtime.engine.get_spec(table)
+        if spec.embedding is not None:
+            models.add(spec.embedding.model)
+    for model in sorted(models):
+        try:
+            encoder(model)
+            loaded.append(model)
+        except Exception as exc:  # a broken model fails its queries (503), not the whole service
+            log.warning("model %s could not be loaded at startup: %s", model, exc)
+    return loaded
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
     metrics = Metrics()
     if runtime.tasks is not None:
         metrics.add_task_collector(runtime.tasks)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if getattr(settings, "warm_up", False):
+            await run_in_threadpool(warm_up, runtime)
+        metrics.ready.set(1)
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="ha3-opensearch-adapter",
         version="0.1.0",
         description="HA3 (OpenSearch Vector Search Edition) compatible image search: HA queries, "
@@ -118,5 +147,19 @@ def create_app(runtime: Runtime) -> FastAPI:
     # Outermost first: observe (request id, timings, logs) wraps the size limit.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.limits.max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
-    metrics.ready.set(1)
     return app
+
+
+def uvicorn_config(app: FastAPI, settings, **overrides):
+    """The uvicorn config the service runs with (CLI and tests alike).
+
+    The SDK's default search is a GET with the whole HA query (a Base64 image included) in
+    the URL; h11's default 16 KiB header/request-line cap would reject it before we see it,
+    so the cap follows our own query-string limit.
+    """
+    import uvicorn
+
+    options = dict(host=settings.host, port=settings.port, access_log=False,
+                   h11_max_incomplete_event_size=settings.limits.max_query_string_bytes * 3 + 65536)
+    options.update(overrides)
+    return uvicorn.Config(app, **options)

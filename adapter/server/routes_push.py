@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from adapter.errors import NotFoundError, QueryError
+from adapter.errors import NotFoundError, PayloadTooLargeError, QueryError
 from adapter.server import docs
 from adapter.server.auth import writer
 from adapter.server.common import json_body, offload
@@ -75,6 +75,10 @@ def do_push(runtime: Any, data_source: str, pk_header: str | None, commands: lis
              openapi_extra=docs.body(array_of=docs.PushCommand))
 async def push_bulk(data_source: str, request: Request, _=Depends(writer)) -> JSONResponse:
     commands = await json_body(request, expect=list)
+    limit = request.app.state.settings.limits.max_push_documents
+    if len(commands) > limit:
+        raise PayloadTooLargeError(f"{len(commands)} commands in one push; the limit is {limit} per request",
+                                   "$")
     status, body = await offload(do_push, request.app.state.runtime, data_source,
                                  request.headers.get("x-opensearch-swift-pk-field"), commands)
     body["request_id"] = request.state.request_id

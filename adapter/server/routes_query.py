@@ -8,7 +8,6 @@ What the official ``alibabacloud_ha3engine`` SDK sends (see app.py for the full 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -23,21 +22,14 @@ router = APIRouter(tags=["HA query"])
 
 
 def run_ha_query(runtime: Any, text: str) -> Response:
-    """Parse, plan, execute and format one HA query string (blocking)."""
-    from adapter.query.executor import execute
-    from adapter.query.format import format_ha_response
-    from adapter.query.haquery import parse_ha_query
-    from adapter.query.planner import plan_ha_query
+    """Parse, plan, execute and format one HA query string (blocking). Bad queries come
+    back as HA3 error bodies (XML when the config clause asked for xml) with their status."""
+    from adapter.query.ha_service import answer_ha_query
 
-    t0 = time.perf_counter()
-    q = parse_ha_query(text)
-    plan, options = plan_ha_query(q, runtime.engine)
-    result = execute(plan, runtime.engine, runtime.embedder, None,
-                     distinct=options.distinct, aggregates=options.aggregates)
-    body = format_ha_response(result, options, time.perf_counter() - t0)
+    body, status = answer_ha_query(text, runtime.engine, runtime.embedder)
     if isinstance(body, str):
-        return Response(body, media_type="application/xml")
-    return JSONResponse(body)
+        return Response(body, status_code=status, media_type="application/xml")
+    return JSONResponse(body, status_code=status)
 
 
 def _check_sql(request: Request) -> None:

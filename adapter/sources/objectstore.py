@@ -206,6 +206,7 @@ class S3Store:
 
     def _get_exact(self, key: str) -> bytes:
         from botocore.exceptions import (
+            BotoCoreError,
             ClientError,
             ConnectionError as BotoConnectionError,
             ConnectTimeoutError,
@@ -238,6 +239,8 @@ class S3Store:
                 f"cannot reach the object store reading {key!r} after {attempts} attempts ({type(exc).__name__})",
                 self.name,
             ) from None
+        except BotoCoreError as exc:  # bad bucket name, missing credentials, ...: no secrets in these
+            raise ObjectStoreError(f"cannot read {key!r}: {type(exc).__name__}: {exc}", self.name) from None
 
 
 def _make_client(config: ObjectStoreConfig, env: Mapping[str, str]):
@@ -258,10 +261,13 @@ def _make_client(config: ObjectStoreConfig, env: Mapping[str, str]):
             return value.get_secret_value()
         return next((env[n] for n in env_names if env.get(n)), None)
 
+    endpoint = config.endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    if endpoint and "://" not in endpoint:
+        endpoint = "https://" + endpoint  # OSS consoles show endpoints without a scheme
     session = boto3.session.Session()
     return session.client(
         "s3",
-        endpoint_url=config.endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+        endpoint_url=endpoint,
         region_name=config.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         aws_access_key_id=secret(config.access_key_id, "AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=secret(config.access_key_secret, "AWS_SECRET_ACCESS_KEY"),

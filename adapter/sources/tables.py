@@ -140,6 +140,21 @@ def table_files(config: TableSourceConfig) -> list[Path]:
     return [path]
 
 
+def table_signature(config: TableSourceConfig) -> tuple:
+    """What changes when the table's files (or the set of partition files) change.
+
+    Files only: a SQL or MaxCompute source has no cheap change signal here (re-run the
+    rebuild from a scheduler instead)."""
+    if config.path is None:
+        raise ConfigError("automatic reindexing watches table files; this source is SQL/MaxCompute",
+                          "source.table")
+    try:
+        files = table_files(config)
+    except SourceError:
+        return ()
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+
+
 def _raw_rows(config: TableSourceConfig) -> Iterator[dict[str, Any]]:
     if config.sql is not None:
         yield from _sql_rows(config)
