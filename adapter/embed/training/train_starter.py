@@ -46,9 +46,11 @@ TEMPLATES = (
 SEED = 20240601
 
 RECIPES = {
-    # weights of the loss terms and steps; clip_ecom leans on product data.
-    "clip": dict(w_flickr=1.0, w_fashion=0.4, w_anchor=1.0, w_pseudo=0.3, steps=600),
-    "clip_ecom": dict(w_flickr=0.4, w_fashion=1.5, w_anchor=0.5, w_pseudo=0.2, steps=600),
+    # Loss weights, optimiser and steps, chosen on a held-out slice of the *train* splits
+    # (--validate). A low learning rate keeps the heads near the zero-shot initialisation,
+    # which generalises better than fitting 800 Flickr photos hard. clip_ecom leans on products.
+    "clip": dict(w_flickr=1.0, w_fashion=1.0, w_anchor=0.5, w_pseudo=0.3, lr=1e-4, wd=0.2, steps=300),
+    "clip_ecom": dict(w_flickr=0.3, w_fashion=3.0, w_anchor=0.3, w_pseudo=0.2, lr=3e-4, wd=0.2, steps=600),
 }
 
 
@@ -167,8 +169,9 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
     gen = torch.Generator().manual_seed(seed)
     heads = init_heads(d, seed)
     heads.train()
-    opt = torch.optim.AdamW(heads.parameters(), lr=1e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+    lr, wd = recipe.get("lr", 1e-3), recipe.get("wd", 0.05)
+    opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     B = 256
     n_tmpl = d["prompt_txt"].shape[1]
     # Pseudo-labels: train photos the backbone is confident about, with their class prompt.
@@ -184,13 +187,13 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
         j = torch.randint(len(d["fl_img"]), (B,), generator=gen)
         im = d["fl_img"][j]
         zi = heads.image(d["fl_pooled"][im], d["fl_logits"][im])
-        zt = heads.text(d["fl_txt"][j])
+        zt = heads.text(F.dropout(d["fl_txt"][j], recipe.get("drop", 0.0)))
         loss = loss + recipe["w_flickr"] * info_nce(zt, zi, scale, im)
         # fashion names/attributes ↔ product photos
         j = torch.randint(len(d["fa_img"]), (B,), generator=gen)
         im = d["fa_img"][j]
         zi = heads.image(d["fa_pooled"][im], d["fa_logits"][im])
-        zt = heads.text(d["fa_txt"][j])
+        zt = heads.text(F.dropout(d["fa_txt"][j], recipe.get("drop", 0.0)))
         loss = loss + recipe["w_fashion"] * info_nce(zt, zi, scale, im)
         # class anchors: peaked class probabilities (+ nuisance pooled features) ↔ prompts
         c = torch.randperm(1000, generator=gen)[:B]
