@@ -30,8 +30,9 @@ BATCH = 32
 class ImageEmbedder:
     """Embeds image files with an encoder; starter variants share one backbone pass."""
 
-    def __init__(self) -> None:
+    def __init__(self, cached: bool = False) -> None:
         self._backbone_memo: dict[tuple[str, str], tuple] = {}
+        self._cached = cached
 
     def __call__(self, encoder, paths: list[Path]) -> np.ndarray:
         if isinstance(encoder, starter.StarterEncoder):
@@ -45,6 +46,8 @@ class ImageEmbedder:
         import torch
 
         key = (enc.backbone_name, "|".join(map(str, paths)))
+        if key not in self._backbone_memo and self._cached:
+            self._backbone_memo[key] = _from_feature_cache(enc.backbone_name, paths)
         if key not in self._backbone_memo:
             pooled, logits = [], []
             for i in range(0, len(paths), BATCH):
@@ -56,6 +59,20 @@ class ImageEmbedder:
         pooled, logits = self._backbone_memo[key]
         with torch.inference_mode():
             return enc.heads.image(pooled, logits).numpy()
+
+
+def _from_feature_cache(backbone: str, paths: list[Path]) -> tuple:
+    """Backbone outputs from the training feature cache (same open_image/preprocess code)."""
+    import torch
+
+    from adapter.embed.training.features import load_images
+
+    set_name = {"flickr8k-1k": "flickr", "fashion-10k": "fashion", "imagenet-sample": "imagenet"}[paths[0].parent.parent.name]
+    z = load_images(backbone, set_name)
+    stem = (lambda p: p.stem) if set_name == "fashion" else (lambda p: p.name)
+    where = {k: i for i, k in enumerate(z["keys"].tolist())}
+    idx = [where[stem(p)] for p in paths]
+    return torch.from_numpy(z["pooled"][idx].astype(np.float32)), torch.from_numpy(z["logits"][idx])
 
 
 def recall_at(scores: np.ndarray, positives: list[set[int]], ks=(1, 5, 10)) -> dict[str, float]:
@@ -134,13 +151,15 @@ def main() -> None:
     ap.add_argument("--variant", action="append", choices=starter.VARIANTS, help="starter variant (default: both)")
     ap.add_argument("--model", action="append", help="a model name from the registry config")
     ap.add_argument("--registry", help="registry config path (default: the service's)")
+    ap.add_argument("--cached-features", action="store_true",
+                    help="starter variants: reuse backbone outputs cached by adapter.embed.training.features")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
     root = data.require_datasets()
-    embed = ImageEmbedder()
+    embed = ImageEmbedder(cached=args.cached_features)
     results = {}
     for name, enc in load_models(args):
         t0 = time.time()

@@ -28,7 +28,7 @@ def _photo(seed: int, size=(300, 200)) -> Image.Image:
 def test_heads_ship_as_package_data_with_recipe_metadata():
     for v in starter.VARIANTS:
         path = starter.weights_path(v)
-        assert path.is_file() and path.stat().st_size < 8_000_000
+        assert path.is_file() and path.stat().st_size < 12_000_000
         _, meta = starter.load_heads(path)
         assert meta["variant"] == v
         assert meta["backbone"].startswith("efficientnet-lite")

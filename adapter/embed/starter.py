@@ -121,9 +121,13 @@ class StarterHeads(torch.nn.Module):
     """The trainable part: image head over (pooled, class probabilities), text head over MiniLM."""
 
     def __init__(self, feat_dim: int = 1280, n_classes: int = 1000, text_dim: int = 384,
-                 dim: int = DIMENSION, prob_temperature: float = 1.0):
+                 dim: int = DIMENSION, prob_temperature: float = 1.0, img_hidden: int = 0):
         super().__init__()
         self.prob_temperature = prob_temperature
+        self.img_hidden = img_hidden
+        if img_hidden:  # optional non-linear branch for fine-grained (product) detail
+            self.img_mlp_in = torch.nn.Linear(feat_dim, img_hidden)
+            self.img_mlp_out = torch.nn.Linear(img_hidden, dim)
         self.feat_norm = torch.nn.LayerNorm(feat_dim)
         self.img_feat = torch.nn.Linear(feat_dim, dim)
         self.img_cls = torch.nn.Linear(n_classes, dim, bias=False)
@@ -135,7 +139,10 @@ class StarterHeads(torch.nn.Module):
     def image_from_probs(self, pooled: torch.Tensor | None, probs: torch.Tensor) -> torch.Tensor:
         out = self.img_cls(probs)
         if pooled is not None:
-            out = out + self.img_feat(self.feat_norm(pooled))
+            x = self.feat_norm(pooled)
+            out = out + self.img_feat(x)
+            if self.img_hidden:
+                out = out + self.img_mlp_out(torch.nn.functional.gelu(self.img_mlp_in(x)))
         return torch.nn.functional.normalize(out, dim=-1)
 
     def image(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

