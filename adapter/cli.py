@@ -68,9 +68,92 @@ def schema_convert(
 
 
 @app.command()
-def demo() -> None:
-    """Convert the seed's schema and print its OpenSearch index body (the full demo follows)."""
-    schema_convert(MAPPINGS_DIR / "image_search_oss.json", report=True, out=None, name=None, shards=1, replicas=1)
+def demo(
+    images: Optional[Path] = typer.Option(None, "--images", help="a folder of images to use instead of the shipped sample photos (subfolders become cate_id 1, 2, ...)"),
+    opensearch: Optional[str] = typer.Option(None, "--opensearch", help="run against this OpenSearch cluster URL instead of the embedded engine"),
+    port: int = typer.Option(8080, "--port", help="port of the local service"),
+    data_dir: Path = typer.Option(Path("ha3-demo-data"), "--data-dir", help="where the demo keeps its table; a second run reuses it"),
+    models: Optional[Path] = typer.Option(None, "--models", help="model registry config (default: the built-in starter model)"),
+    no_serve: bool = typer.Option(False, "--no-serve", help="ingest, print the summary and exit (for scripts and CI)"),
+) -> None:
+    """Create a table from the seed's schema, ingest real photos, and serve the search page."""
+    from adapter.demo import run_demo
+
+    try:
+        summary = run_demo(data_dir=data_dir, images=images, opensearch=opensearch, port=port,
+                           models=models, serve=not no_serve, echo=typer.echo)
+    except AdapterError as exc:
+        fail(exc)
+    if no_serve:
+        typer.echo(json.dumps(summary))
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="bind address (default from config, else 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="port (default from config, else 8080)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="embedded engine directory and service state"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML: engine, models, users, limits"),
+    log_level: str = typer.Option("info", help="uvicorn/access log level"),
+) -> None:
+    """Serve the HA3-compatible HTTP API (queries, vector service, push, tables)."""
+    import logging
+
+    import uvicorn
+
+    from adapter.config import Settings
+    from adapter.runtime import Runtime
+    from adapter.server.app import create_app
+
+    try:
+        settings = Settings.load(config, overrides={"data_dir": data_dir, "host": host, "port": port})
+        if not settings.users:
+            typer.echo("warning: no users configured (set HA3_ADAPTER_USERNAME/HA3_ADAPTER_PASSWORD or "
+                       "`users:` in --config); the API is open", err=True)
+        runtime = Runtime.from_settings(settings)
+    except AdapterError as exc:
+        fail(exc)
+    logging.basicConfig(level=log_level.upper(), format="%(message)s")
+    uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=log_level,
+                access_log=False)  # our own structured access log replaces uvicorn's
+
+
+@app.command("hash-password")
+def hash_password_cmd(password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True)) -> None:
+    """Print a scrypt hash for a `users:` entry's password_hash."""
+    from adapter.config import hash_password
+
+    typer.echo(hash_password(password))
+
+
+@app.command()
+def rebuild(
+    pipeline: Path = typer.Argument(..., help="pipeline YAML (see pipelines/)"),
+    progress: str = typer.Option("auto", help="auto (bar on a terminal, log lines otherwise) | bar | log | none"),
+    restart: bool = typer.Option(False, "--restart", help="discard an interrupted run's checkpoint instead of resuming"),
+) -> None:
+    """Rebuild a table from its pipeline into a new generation, then switch searches to it."""
+    import logging
+
+    from adapter.ingest.pipeline import PipelineConfig
+    from adapter.ingest.rebuild import abort_rebuild, parts_from_pipeline, rebuild as run_rebuild
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = PipelineConfig.from_yaml(pipeline)
+        parts = parts_from_pipeline(config)
+        try:
+            if restart:
+                abort_rebuild(parts, config)
+            report = run_rebuild(parts, config, progress=progress)
+        finally:
+            parts.engine.close()
+            getattr(parts.embedder, "close", lambda: None)()
+    except AdapterError as exc:
+        fail(exc)
+    summary = report.to_dict()
+    summary["failures"] = summary["failures"][:20]  # the full list is in report_file
+    typer.echo(json.dumps(summary, indent=2, default=str, ensure_ascii=False))
 
 
 @app.command()

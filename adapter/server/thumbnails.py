@@ -1,0 +1,113 @@
+"""Thumbnails for the search page: read a document's source image, shrink it.
+
+The image comes from where ingest found it: the object store named by the table's schema
+(read here, on the server, with the table's stored credentials) or the Base64 text in the
+table itself. The browser only ever sees the resized JPEG, never a bucket URL or a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from adapter.errors import ImageError, NotFoundError, SchemaError, SourceError
+from adapter.schema.model import FieldSpec, FieldType, TableSpec
+
+MIN_SIZE, MAX_SIZE = 16, 1024
+
+
+def source_field(spec: TableSpec) -> FieldSpec:
+    """The field that holds each document's image (path or Base64)."""
+    if spec.embedding and spec.embedding.source_field:
+        return spec.field(spec.embedding.source_field)
+    stores = spec.object_store_fields()
+    if stores:
+        return spec.field(next(iter(stores)))
+    raise SchemaError(f"table {spec.name!r} has no image source field (vector_source_field)")
+
+
+def typed_pk(spec: TableSpec, pk: str) -> Any:
+    """The primary key as the table stores it (path segments arrive as text)."""
+    pk_type = spec.field(spec.primary_key).type
+    if pk_type in (FieldType.STRING, FieldType.TEXT):
+        return pk
+    try:
+        return int(pk)
+    except ValueError:
+        raise NotFoundError(f"no document {pk!r} in table {spec.name!r}: the primary key is a number") from None
+
+
+def decode_base64_image(text: str) -> bytes:
+    """Base64 (optionally a data: URL) to bytes; ImageError when it is not Base64."""
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError("the document's image field is not valid Base64") from None
+
+
+def read_source_image(runtime: Any, spec: TableSpec, pk: str) -> tuple[bytes, str]:
+    """(image bytes, a version tag for caching) of one document's source image."""
+    field = source_field(spec)
+    hits = runtime.engine.get(spec.name, [typed_pk(spec, pk)], output_fields=[field.name])
+    if not hits:
+        raise NotFoundError(f"no document {pk!r} in table {spec.name!r}")
+    value = hits[0].fields.get(field.name)
+    if not isinstance(value, str) or not value:
+        # Ingest does not keep Base64 source images as attributes (HA3 does not either).
+        raise NotFoundError(f"document {pk!r} keeps no image in {field.name!r} to show "
+                            "(Base64 images are embedded, not stored)")
+    tag = hashlib.sha256(value.encode("utf-8")).hexdigest()[:20]
+    if field.object_store is not None:
+        from adapter.sources.objectstore import MissingObjectError
+
+        try:
+            return store_for(runtime, spec, field).get(value), tag
+        except MissingObjectError as exc:
+            raise NotFoundError(str(exc)) from None
+    return decode_base64_image(value), tag
+
+
+def store_for(runtime: Any, spec: TableSpec, field: FieldSpec) -> Any:
+    """The object store behind an oss field, opened server-side with the stored credentials.
+
+    A ``file://`` endpoint is a local directory used as a bucket (``ha3-adapter demo`` does
+    this); anything else is an S3-compatible endpoint (OSS, MinIO, S3).
+    """
+    from adapter.sources.objectstore import open_store
+
+    endpoint = field.object_store.endpoint if field.object_store else ""
+    if endpoint.startswith("file://"):
+        # Only directories inside the service's own data directory: a table's schema must
+        # not turn the thumbnail endpoint into a reader of arbitrary local files.
+        from urllib.parse import unquote, urlparse
+
+        root = Path(runtime.settings.state_dir).resolve()
+        parsed = urlparse(endpoint)
+        local = Path(unquote(parsed.netloc + parsed.path)).resolve()
+        if local != root and root not in local.parents:
+            raise SourceError(f"table {spec.name!r}: a file:// bucket must lie inside the service's data "
+                              "directory", f"$.fields[{field.name}].user_defined_param.oss_endpoint")
+        return open_store(endpoint)
+    # Credentials come from the server's SecretStore; they never leave this process.
+    full_spec = runtime.spec_with_secrets(spec.name)
+    return open_store(full_spec.field(field.name).object_store)
+
+
+def make_thumbnail(data: bytes, size: int) -> bytes:
+    """A JPEG whose longest side is ``size`` pixels (never enlarged)."""
+    from adapter.embed.images import decode_image
+
+    size = max(MIN_SIZE, min(MAX_SIZE, int(size)))
+    image = decode_image(data)  # RGB, EXIF-oriented, size-limited; ImageError on junk
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85, optimize=True)
+    return out.getvalue()
