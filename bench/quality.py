@@ -49,30 +49,35 @@ class ImageEmbedder:
         if key not in self._backbone_memo and self._cached:
             self._backbone_memo[key] = _from_feature_cache(enc.backbone_name, paths)
         if key not in self._backbone_memo:
-            pooled, logits = [], []
+            pooled, logits, colour = [], [], []
             for i in range(0, len(paths), BATCH):
-                batch = np.stack([enc.preprocess(starter.open_image(p, enc.image_size)) for p in paths[i:i + BATCH]])
-                p, l = starter.backbone_features(enc.backbone, torch.from_numpy(batch))
+                batch = torch.from_numpy(np.stack([enc.preprocess(starter.open_image(p, enc.image_size)) for p in paths[i:i + BATCH]]))
+                p, l = starter.backbone_features(enc.backbone, batch)
                 pooled.append(p)
                 logits.append(l)
-            self._backbone_memo[key] = (torch.cat(pooled), torch.cat(logits))
-        pooled, logits = self._backbone_memo[key]
+                colour.append(starter.colour_histogram(batch))
+            self._backbone_memo[key] = (torch.cat(pooled), torch.cat(logits), torch.cat(colour))
+        pooled, logits, colour = self._backbone_memo[key]
+        if enc.heads.colour_bins:
+            assert enc.heads.colour_bins == starter.COLOUR_BINS
         with torch.inference_mode():
-            return enc.heads.image(pooled, logits).numpy()
+            return enc.heads.image(pooled, logits, colour).numpy()
 
 
 def _from_feature_cache(backbone: str, paths: list[Path]) -> tuple:
     """Backbone outputs from the training feature cache (same open_image/preprocess code)."""
     import torch
 
-    from adapter.embed.training.features import load_images
+    from adapter.embed.training.features import load_colour, load_images
 
     set_name = {"flickr8k-1k": "flickr", "fashion-10k": "fashion", "imagenet-sample": "imagenet"}[paths[0].parent.parent.name]
     z = load_images(backbone, set_name)
     stem = (lambda p: p.stem) if set_name == "fashion" else (lambda p: p.name)
     where = {k: i for i, k in enumerate(z["keys"].tolist())}
     idx = [where[stem(p)] for p in paths]
-    return torch.from_numpy(z["pooled"][idx].astype(np.float32)), torch.from_numpy(z["logits"][idx])
+    colour = load_colour(set_name, starter.COLOUR_BINS)[idx]
+    return (torch.from_numpy(z["pooled"][idx].astype(np.float32)), torch.from_numpy(z["logits"][idx]),
+            torch.from_numpy(colour))
 
 
 def recall_at(scores: np.ndarray, positives: list[set[int]], ks=(1, 5, 10)) -> dict[str, float]:

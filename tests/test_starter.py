@@ -28,7 +28,7 @@ def _photo(seed: int, size=(300, 200)) -> Image.Image:
 def test_heads_ship_as_package_data_with_recipe_metadata():
     for v in starter.VARIANTS:
         path = starter.weights_path(v)
-        assert path.is_file() and path.stat().st_size < 12_000_000
+        assert path.is_file() and path.stat().st_size <= 5_000_000  # repository guideline
         _, meta = starter.load_heads(path)
         assert meta["variant"] == v
         assert meta["backbone"].startswith("efficientnet-lite")
@@ -95,3 +95,21 @@ def test_class_prompts_match_a_recognisable_photo():
     zt = enc.encode_texts([f"a photo of a {r['label']}" for r in rows])
     acc = np.mean((zi @ zt.T).argmax(1) == np.arange(len(rows)))
     assert acc >= 0.6, acc
+
+
+def test_colour_histogram_of_the_crop_finds_the_colour():
+    red = starter.preprocess_image(Image.new("RGB", (300, 200), (230, 20, 20)))
+    half = np.array(Image.new("RGB", (224, 224), (255, 255, 255)))
+    half[:, :112] = (10, 10, 200)  # left half blue
+    blue_white = starter.preprocess_image(Image.fromarray(half))
+    h = starter.colour_histogram(__import__("torch").from_numpy(np.stack([red, blue_white]))).numpy()
+    assert h.shape == (2, starter.COLOUR_BINS ** 3)
+    np.testing.assert_allclose(h.sum(1), 1.0, atol=1e-6)
+    b = starter.COLOUR_BINS
+    assert h[0, (3 * b + 0) * b + 0] == pytest.approx(1.0)  # all pixels in the red bin
+    assert h[1, (0 * b + 0) * b + 3] == pytest.approx(0.5) and h[1, b ** 3 - 1] == pytest.approx(0.5)
+
+
+def test_clip_ecom_uses_colour_and_clip_does_not():
+    assert starter.load_heads(starter.weights_path("clip_ecom"))[0].colour_bins == starter.COLOUR_BINS
+    assert starter.load_heads(starter.weights_path("clip"))[0].colour_bins == 0

@@ -106,6 +106,25 @@ def backbone_features(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torc
     return pooled, logits
 
 
+COLOUR_BINS = 4  # per channel → 64-bin joint RGB histogram
+
+
+def colour_histogram(batch: torch.Tensor, bins: int = COLOUR_BINS) -> torch.Tensor:
+    """Joint RGB histogram (fractions) of preprocessed crops (n, 3, H, W) → (n, bins³).
+
+    Computed from the same normalised crop the backbone sees, so training caches and
+    inference agree exactly. ImageNet features are largely colour-invariant; product
+    search ("red dress") needs colour, which this coarse histogram restores.
+    """
+    v = (batch.float() * 128.0 + 127.0).clamp(0, 255)
+    q = (v * (bins / 256.0)).floor().long().clamp(0, bins - 1)  # (n, 3, H, W)
+    idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+    idx = idx.reshape(len(batch), -1)
+    hist = torch.zeros(len(batch), bins ** 3, dtype=torch.float32)
+    hist.scatter_add_(1, idx.cpu(), torch.ones(idx.shape, dtype=torch.float32))
+    return hist / idx.shape[1]
+
+
 @torch.inference_mode()
 def text_features(texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """MiniLM sentence embeddings (384-d, L2-normalised) for texts."""
@@ -121,33 +140,42 @@ class StarterHeads(torch.nn.Module):
     """The trainable part: image head over (pooled, class probabilities), text head over MiniLM."""
 
     def __init__(self, feat_dim: int = 1280, n_classes: int = 1000, text_dim: int = 384,
-                 dim: int = DIMENSION, prob_temperature: float = 1.0, img_hidden: int = 0):
+                 dim: int = DIMENSION, prob_temperature: float = 1.0, img_hidden: int = 0,
+                 colour_bins: int = 0, txt_hidden: int = 1024):
         super().__init__()
         self.prob_temperature = prob_temperature
         self.img_hidden = img_hidden
+        self.colour_bins = colour_bins
+        self.txt_hidden_dim = txt_hidden
+        colour_dim = colour_bins ** 3 if colour_bins else 0
         if img_hidden:  # optional non-linear branch for fine-grained (product) detail
-            self.img_mlp_in = torch.nn.Linear(feat_dim, img_hidden)
+            self.img_mlp_in = torch.nn.Linear(feat_dim + colour_dim, img_hidden)
             self.img_mlp_out = torch.nn.Linear(img_hidden, dim)
         self.feat_norm = torch.nn.LayerNorm(feat_dim)
         self.img_feat = torch.nn.Linear(feat_dim, dim)
         self.img_cls = torch.nn.Linear(n_classes, dim, bias=False)
-        self.txt_hidden = torch.nn.Linear(text_dim, 1024)
-        self.txt_out = torch.nn.Linear(1024, dim)
+        self.txt_hidden = torch.nn.Linear(text_dim, txt_hidden)
+        self.txt_out = torch.nn.Linear(txt_hidden, dim)
         self.txt_skip = torch.nn.Linear(text_dim, dim, bias=False)
         self.logit_scale = torch.nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
 
-    def image_from_probs(self, pooled: torch.Tensor | None, probs: torch.Tensor) -> torch.Tensor:
+    def image_from_probs(self, pooled: torch.Tensor | None, probs: torch.Tensor,
+                         colour: torch.Tensor | None = None) -> torch.Tensor:
         out = self.img_cls(probs)
         if pooled is not None:
             x = self.feat_norm(pooled)
             out = out + self.img_feat(x)
             if self.img_hidden:
-                out = out + self.img_mlp_out(torch.nn.functional.gelu(self.img_mlp_in(x)))
+                h = x
+                if self.colour_bins:
+                    # sqrt: Hellinger-style scaling so small colour areas still register
+                    h = torch.cat([x, 4.0 * colour.sqrt()], dim=-1)
+                out = out + self.img_mlp_out(torch.nn.functional.gelu(self.img_mlp_in(h)))
         return torch.nn.functional.normalize(out, dim=-1)
 
-    def image(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def image(self, pooled: torch.Tensor, logits: torch.Tensor, colour: torch.Tensor | None = None) -> torch.Tensor:
         probs = torch.softmax(logits / self.prob_temperature, dim=-1)
-        return self.image_from_probs(pooled, probs)
+        return self.image_from_probs(pooled, probs, colour)
 
     def text(self, emb: torch.Tensor) -> torch.Tensor:
         h = torch.nn.functional.gelu(self.txt_hidden(emb))
@@ -206,7 +234,8 @@ class StarterEncoder:
         if x.shape[0] == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         pooled, logits = backbone_features(self.backbone, x.to(self.device))
-        return self.heads.image(pooled, logits).float().cpu().numpy()
+        colour = colour_histogram(x, self.heads.colour_bins).to(self.device) if self.heads.colour_bins else None
+        return self.heads.image(pooled, logits, colour).float().cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:

