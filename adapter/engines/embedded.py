@@ -35,7 +35,7 @@ from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteF
 from adapter.engines.documents import normalize_document, scalar_value
 from adapter.engines.generation import Generation
 from adapter.engines.results import (
-    merge_vectors, passes_threshold, query_vectors, sort_keys_fn, validate_output_fields, validate_sort,
+    merge_vectors, passes_threshold, sort_keys_fn, validate_output_fields, validate_search, validate_sort,
 )
 from adapter.engines.sqlfilter import SqlFilter, attribute_field, quote_ident
 from adapter.errors import ConflictError, NotFoundError, QueryError, SchemaError
@@ -44,7 +44,6 @@ from adapter.schema.model import TableSpec
 
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}$")
 DEFAULT_BRUTE_FORCE = 2048
-MAX_K = 10000
 
 
 def _now() -> str:
@@ -226,13 +225,7 @@ class EmbeddedEngine:
     def search(self, plan: SearchPlan) -> SearchResult:
         gen = self._generation(plan.table)
         spec = gen.spec
-        queries = query_vectors(spec, plan)
-        if not 1 <= plan.k <= MAX_K:
-            raise QueryError(f"k must be between 1 and {MAX_K}, got {plan.k}", location="k")
-        if plan.start < 0 or plan.hit < 0:
-            raise QueryError("start and hit must not be negative", location="config")
-        fields, wants_vector = validate_output_fields(spec, plan.output_fields)
-        validate_sort(spec, plan.sort)
+        queries, fields, wants_vector = validate_search(spec, plan)
         sql = SqlFilter(spec, plan.filter)
         sp = plan.search_params
         higher = spec.distance.higher_is_better

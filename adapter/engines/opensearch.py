@@ -42,7 +42,7 @@ from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteF
 from adapter.engines.documents import normalize_document, scalar_value
 from adapter.engines.dsl import filter_dsl
 from adapter.engines.results import (
-    merge_vectors, passes_threshold, query_vectors, sort_keys_fn, validate_output_fields, validate_sort,
+    merge_vectors, passes_threshold, sort_keys_fn, validate_output_fields, validate_search, validate_sort,
 )
 from adapter.engines.sqlfilter import attribute_field
 from adapter.errors import ConfigError, ConflictError, EngineError, NotFoundError, QueryError, SchemaError
@@ -60,7 +60,6 @@ except ImportError:  # pragma: no cover
 INDEX_META_KEY = "ha3_adapter_index"  # _meta: {"generation", "trained", "nlist", "model_id"}
 ALIAS_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,200}$")
 GEN_INDEX = re.compile(r"^(?P<alias>.+)__g(?P<n>\d+)$")
-MAX_K = 10000
 BULK_CHUNK = 500
 
 
@@ -400,13 +399,7 @@ class OpenSearchEngine:
 
     def search(self, plan: SearchPlan) -> SearchResult:
         concrete, spec, meta = self._live(plan.table)
-        queries = query_vectors(spec, plan)
-        if not 1 <= plan.k <= MAX_K:
-            raise QueryError(f"k must be between 1 and {MAX_K}, got {plan.k}", location="k")
-        if plan.start < 0 or plan.hit < 0:
-            raise QueryError("start and hit must not be negative", location="config")
-        fields, wants_vector = validate_output_fields(spec, plan.output_fields)
-        validate_sort(spec, plan.sort)
+        queries, fields, wants_vector = validate_search(spec, plan)
         with_vector = plan.include_vector or wants_vector
         sort_fields = [sk.field for sk in plan.sort if sk.field != RANK and sk.field not in fields]
         source = self._source(spec, fields + sort_fields, with_vector)

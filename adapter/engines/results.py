@@ -125,6 +125,22 @@ def validate_sort(spec: TableSpec, sort: Sequence[SortKey], allow_rank: bool = T
         attribute_field(spec, sk.field, "sort")
 
 
+MAX_K = 10000
+
+
+def validate_search(spec: TableSpec, plan: SearchPlan) -> tuple[np.ndarray, list[str], bool]:
+    """Checks every engine makes before searching: query vectors, k, paging, output fields
+    and sort keys. Returns (query vectors, output fields, whether the vector is wanted)."""
+    queries = query_vectors(spec, plan)
+    if not 1 <= plan.k <= MAX_K:
+        raise QueryError(f"k must be between 1 and {MAX_K}, got {plan.k}", location="k")
+    if plan.start < 0 or plan.hit < 0:
+        raise QueryError("start and hit must not be negative", location="config")
+    fields, wants_vector = validate_output_fields(spec, plan.output_fields)
+    validate_sort(spec, plan.sort)
+    return queries, fields, wants_vector
+
+
 def query_vectors(spec: TableSpec, plan: SearchPlan) -> np.ndarray:
     """The plan's query vectors as (n, dimension) float32; QueryError on a wrong shape or NaN."""
     if not plan.vectors:
