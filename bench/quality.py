@@ -45,9 +45,10 @@ class ImageEmbedder:
     def _starter(self, enc: "starter.StarterEncoder", paths: list[Path]) -> np.ndarray:
         import torch
 
-        key = (enc.backbone_name, "|".join(map(str, paths)))
+        view = "crop" if enc.crop else "squash"
+        key = (enc.backbone_name, view, "|".join(map(str, paths)))
         if key not in self._backbone_memo and self._cached:
-            self._backbone_memo[key] = _from_feature_cache(enc.backbone_name, paths)
+            self._backbone_memo[key] = _from_feature_cache(enc.backbone_name, view, paths)
         if key not in self._backbone_memo:
             pooled, logits, colour = [], [], []
             for i in range(0, len(paths), BATCH):
@@ -64,18 +65,18 @@ class ImageEmbedder:
             return enc.heads.image(pooled, logits, colour).numpy()
 
 
-def _from_feature_cache(backbone: str, paths: list[Path]) -> tuple:
+def _from_feature_cache(backbone: str, view: str, paths: list[Path]) -> tuple:
     """Backbone outputs from the training feature cache (same open_image/preprocess code)."""
     import torch
 
     from adapter.embed.training.features import load_colour, load_images
 
     set_name = {"flickr8k-1k": "flickr", "fashion-10k": "fashion", "imagenet-sample": "imagenet"}[paths[0].parent.parent.name]
-    z = load_images(backbone, set_name)
+    z = load_images(backbone, set_name, view)
     stem = (lambda p: p.stem) if set_name == "fashion" else (lambda p: p.name)
     where = {k: i for i, k in enumerate(z["keys"].tolist())}
     idx = [where[stem(p)] for p in paths]
-    colour = load_colour(set_name, starter.COLOUR_BINS)[idx]
+    colour = load_colour(set_name, starter.COLOUR_BINS, view)[idx]
     return (torch.from_numpy(z["pooled"][idx].astype(np.float32)), torch.from_numpy(z["logits"][idx]),
             torch.from_numpy(colour))
 

@@ -7,7 +7,8 @@ Sets up a table (the seed's Base64 schema, HNSW) in a temp data dir, fills it wi
 about serving, not ingest), starts ``ha3-adapter serve`` in a subprocess with a tiny CLIP
 (``--model tiny``, default) or a registry config you pass (``--models FILE``), then
 drives it with httpx clients in threads. Each response carries the server's own timings
-(``X-Embed-Time-Ms``, ``X-Engine-Time-Ms``, ``X-Service-Time-Ms``), so per request:
+(``X-Embed-Time-Ms``, ``X-Engine-Time-Ms``, ``X-Receive-Time-Ms``, ``X-Service-Time-Ms``), so
+per request:
 
     service overhead = X-Service-Time-Ms - embed - engine   (inside the server process)
     client overhead  = client latency    - embed - engine   (adds HTTP + client stack)
@@ -123,7 +124,7 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
                 h = r.headers
                 with lock:
                     results.append((dt, float(h["x-embed-time-ms"]), float(h["x-engine-time-ms"]),
-                                    float(h["x-service-time-ms"])))
+                                    float(h["x-service-time-ms"]), float(h.get("x-receive-time-ms", 0))))
 
     # warm-up (model load, connection setup), not measured
     with httpx.Client(base_url=base, auth=auth, timeout=120) as c:
@@ -190,7 +191,7 @@ def main() -> None:
         print(f"query image: {args.image_size}px JPEG, {len(images[0]) * 3 // 4 // 1024} KiB; "
               f"{args.requests} requests per row; CPU cores: {os.cpu_count()}")
         header = (f"{'kind':8} {'conc':>4} {'QPS':>7} {'p50 ms':>8} {'p99 ms':>8} {'embed p50':>9} {'engine p50':>10} "
-                  f"{'svc ovh p50':>11} {'svc ovh p99':>11} {'cli ovh p50':>11} {'cli ovh p99':>11}")
+                  f"{'recv p50':>8} {'svc ovh p50':>11} {'svc ovh p99':>11} {'cli ovh p50':>11} {'cli ovh p99':>11}")
         print(header)
         print("-" * len(header))
         for kind in args.kinds.split(","):
@@ -204,12 +205,14 @@ def main() -> None:
                 emb = [r[1] for r in res]
                 eng = [r[2] for r in res]
                 svc_ovh = [r[3] - r[1] - r[2] for r in res]
+                recv = [r[4] for r in res]
                 cli_ovh = [r[0] - r[1] - r[2] for r in res]
                 print(f"{kind:8} {conc:>4} {len(res) / wall:>7.1f} {pct(lat, 50):>8.2f} {pct(lat, 99):>8.2f} "
-                      f"{pct(emb, 50):>9.2f} {pct(eng, 50):>10.2f} {pct(svc_ovh, 50):>11.3f} {pct(svc_ovh, 99):>11.3f} "
+                      f"{pct(emb, 50):>9.2f} {pct(eng, 50):>10.2f} {pct(recv, 50):>8.3f} {pct(svc_ovh, 50):>11.3f} {pct(svc_ovh, 99):>11.3f} "
                       f"{pct(cli_ovh, 50):>11.3f} {pct(cli_ovh, 99):>11.3f}")
-        print("svc ovh = X-Service-Time-Ms - embed - engine (server process); "
-              "cli ovh = client latency - embed - engine (adds HTTP and the Python client).")
+        print("svc ovh = X-Service-Time-Ms - embed - engine (server process; includes recv, the time spent "
+              "reading the request body off the socket); cli ovh = client latency - embed - engine (adds HTTP "
+              "and the Python client).")
     finally:
         proc.terminate()
         try:

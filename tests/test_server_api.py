@@ -92,6 +92,8 @@ def test_table_create_push_query_round_trip(client):
     assert str(result[0]["id"]) == "1" and len(result) == 3
     assert float(result[0]["score"]) == pytest.approx(0.0, abs=1e-3)
     assert float(r.headers["x-embed-time-ms"]) > 0 and float(r.headers["x-engine-time-ms"]) > 0
+    parts = [float(r.headers[f"x-{k}-time-ms"]) for k in ("embed", "engine", "receive")]
+    assert parts[2] > 0 and sum(parts) <= float(r.headers["x-service-time-ms"])  # parts of the whole
 
     # Delete by push, then fetch shows it gone.
     r = client.post("/update/images/actions/bulk", headers=basic(ADMIN),

@@ -5,9 +5,10 @@ the GIL) a few batches ahead of the model, so on a 2-core machine the forward pa
 batch k overlaps the decoding of batch k+1. One bad image yields an ``ImageError`` in its
 slot; the others are still embedded.
 
-Queries (``embed_text`` / ``embed_image``): a micro-batcher per (model, modality) gathers
-calls that arrive within ``max_wait_ms`` (2 ms by default) into one forward pass. A lone
-caller waits at most that long; concurrent callers share the model call.
+Queries (``embed_text`` / ``embed_image``): a micro-batcher per (model, modality) runs a
+query at once when the model is idle; queries that arrive while it is busy wait and then
+share the next forward pass (so batches grow with load and a lone caller never waits).
+``max_wait_ms`` (0 by default) adds a window after the first query for more to join.
 
 Fast path protocol (optional, used when an encoder has both):
 ``encoder.preprocess(PIL.Image) -> np.ndarray`` (one model input) and
@@ -36,7 +37,7 @@ _STOP = object()
 
 
 class EmbeddingService:
-    def __init__(self, registry, *, workers: int | None = None, max_wait_ms: float = 2.0,
+    def __init__(self, registry, *, workers: int | None = None, max_wait_ms: float = 0.0,
                  max_query_batch: int = 64, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_pixels: int = DEFAULT_MAX_PIXELS, prefetch_batches: int = 2):
         self.registry = registry
@@ -165,7 +166,8 @@ class EmbeddingService:
 
 
 class _MicroBatcher:
-    """Gathers single requests for up to ``max_wait_s`` into one call of ``fn(list) -> (n, d)``."""
+    """Runs queued single requests as one call of ``fn(list) -> (n, d)``: everything queued
+    when the model frees up (plus whatever arrives within ``max_wait_s``, if set)."""
 
     def __init__(self, fn: Callable[[list], np.ndarray], max_batch: int, max_wait_s: float, name: str):
         self.fn, self.max_batch, self.max_wait_s = fn, max_batch, max_wait_s

@@ -81,10 +81,16 @@ def open_image(path: str | Path, size: int = 224) -> Image.Image:
     return img.convert("RGB")
 
 
-def preprocess_image(image: Image.Image, size: int = 224) -> np.ndarray:
-    """Short side → size+32, centre crop size, (x-127)/128, CHW float32 (EfficientNet-lite)."""
+def preprocess_image(image: Image.Image, size: int = 224, crop: bool = True) -> np.ndarray:
+    """Short side → size+32, centre crop size, (x-127)/128, CHW float32 (EfficientNet-lite).
+
+    crop=False squashes the whole image to size×size instead (nothing at the edges is lost).
+    """
     if image.mode != "RGB":
         image = image.convert("RGB")
+    if not crop:
+        arr = np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32)
+        return np.ascontiguousarray(((arr - 127.0) / 128.0).transpose(2, 0, 1))
     w, h = image.size
     short = size + 32
     scale = short / min(w, h)
@@ -219,12 +225,13 @@ class StarterEncoder:
         self.heads.to(self.device)
         self.backbone_name = self.metadata.get("backbone", "efficientnet-lite0")
         self.image_size = int(self.metadata.get("image_size", backbone_image_size(self.backbone_name)))
+        self.crop = self.metadata.get("view", "crop") == "crop"  # "squash": whole image, no crop
         self.backbone = load_backbone(self.backbone_name).to(self.device)
 
     # -- images -------------------------------------------------------------------------
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """CPU-side decode work, separable from the forward pass (for batching services)."""
-        return preprocess_image(image, self.image_size)
+        return preprocess_image(image, self.image_size, crop=self.crop)
 
     @torch.inference_mode()
     def encode_preprocessed(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -520,6 +520,13 @@ _B64 = re.compile(r"[A-Za-z0-9+/]*")
 
 def decode_base64(payload: str, at: int = 0) -> bytes:
     """Standard or URL-safe Base64, padding optional; spaces read as ``+`` (form-decoded)."""
+    if payload:
+        # Fast path for what clients almost always send, strict standard Base64: C speed,
+        # where the lenient path below costs ~0.4 ms per 50 KB image in Python regexes.
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            pass
     s = re.sub(r"[\r\n\t]", "", payload).replace(" ", "+").replace("-", "+").replace("_", "/")
     core = s.rstrip("=")
     if not core:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import json
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
 from adapter.errors import AdapterError, PayloadTooLargeError, QueryError
 
@@ -57,6 +60,13 @@ async def json_body(request: Request, *, expect: type | tuple = dict) -> Any:
     return value
 
 
+# One pool for every request's blocking work. A plain executor hop costs about half of
+# anyio's run_in_threadpool (no capacity limiter or cancel scope to set up), and every
+# query pays it once. 40 workers: the same bound Starlette's default limiter sets.
+_WORKERS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="ha3-adapter-work")
+
+
 async def offload(fn: Callable, *args, **kwargs) -> Any:
     """Run blocking work (engine, embedding) off the event loop; context (timings) follows."""
-    return await run_in_threadpool(fn, *args, **kwargs)
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_WORKERS, call)

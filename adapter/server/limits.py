@@ -8,9 +8,11 @@ the limit, so nothing ever buffers more than ``max_body_bytes``.
 from __future__ import annotations
 
 import json
+import time
 
 from adapter.errors import PayloadTooLargeError
 from adapter.server.errors import error_body
+from adapter.server.observe import add_timing
 
 
 def _too_large(limit: int, size: int | None) -> PayloadTooLargeError:
@@ -47,6 +49,7 @@ class BodyLimitMiddleware:
             return await self._reject(scope, send, _too_large(self.limit, length))
         # Read the whole (bounded) body first, then replay it: handlers need it all anyway
         # and this way an over-long chunked body gets a clean 413 instead of a broken stream.
+        t0 = time.perf_counter()
         chunks, total = [], 0
         while True:
             message = await receive()
@@ -60,6 +63,7 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        add_timing("receive", time.perf_counter() - t0)
         sent = False
 
         async def replay():

@@ -21,17 +21,29 @@ from adapter.embed.training import data
 CACHE = Path(__file__).resolve().parents[3] / ".cache" / "starter"
 
 
-def image_cache_path(backbone: str, set_name: str) -> Path:
-    return CACHE / f"img_{backbone}_{set_name}.npz"
+VIEWS = ("crop", "flip", "squash")  # crop: the encoder's own view; flip: its mirror (augmentation)
 
 
-def extract_images(paths: list[Path], backbone: str, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def image_cache_path(backbone: str, set_name: str, view: str = "crop") -> Path:
+    suffix = "" if view == "crop" else f"_{view}"
+    return CACHE / f"img_{backbone}_{set_name}{suffix}.npz"
+
+
+def _view(path: Path, size: int, view: str) -> np.ndarray:
+    image = starter.open_image(path, size)
+    if view == "squash":
+        return starter.preprocess_image(image, size, crop=False)
+    arr = starter.preprocess_image(image, size)
+    return np.ascontiguousarray(arr[:, :, ::-1]) if view == "flip" else arr
+
+
+def extract_images(paths: list[Path], backbone: str, batch: int = 32, view: str = "crop") -> tuple[np.ndarray, np.ndarray]:
     model = starter.load_backbone(backbone)
     size = starter.backbone_image_size(backbone)
     pooled_all, logits_all = [], []
     t0 = time.time()
     for i in range(0, len(paths), batch):
-        arr = np.stack([starter.preprocess_image(starter.open_image(p, size), size) for p in paths[i:i + batch]])
+        arr = np.stack([_view(p, size, view) for p in paths[i:i + batch]])
         pooled, logits = starter.backbone_features(model, torch.from_numpy(arr))
         pooled_all.append(pooled.numpy().astype(np.float16))
         logits_all.append(logits.numpy().astype(np.float32))
@@ -40,23 +52,24 @@ def extract_images(paths: list[Path], backbone: str, batch: int = 32) -> tuple[n
     return np.concatenate(pooled_all), np.concatenate(logits_all)
 
 
-def colour_cache_path(set_name: str) -> Path:
-    return CACHE / f"colour8_{set_name}.npz"
+def colour_cache_path(set_name: str, view: str = "crop") -> Path:
+    return CACHE / f"colour8_{set_name}{'' if view in ('crop', 'flip') else '_' + view}.npz"
 
 
-def _colour8(path: Path) -> np.ndarray:
-    crop = starter.preprocess_image(starter.open_image(path, 224), 224)
-    return starter.colour_histogram(torch.from_numpy(crop[None]), 8)[0].numpy()
+def _colour8(path: Path, view: str) -> np.ndarray:
+    arr = _view(path, 224, view)
+    return starter.colour_histogram(torch.from_numpy(arr[None]), 8)[0].numpy()
 
 
-def extract_colour(paths: list[Path]) -> np.ndarray:
-    """8-bin/channel RGB histograms of the 224 centre crop (coarser bins are sums of these)."""
-    return np.stack([_colour8(p) for p in paths]).astype(np.float32)
+def extract_colour(paths: list[Path], view: str = "crop") -> np.ndarray:
+    """8-bin/channel RGB histograms of the 224 view (coarser bins are sums of these)."""
+    return np.stack([_colour8(p, view) for p in paths]).astype(np.float32)
 
 
-def load_colour(set_name: str, bins: int) -> np.ndarray:
-    """Cached histograms re-binned to bins per channel (8 must be a multiple of bins)."""
-    h = np.load(colour_cache_path(set_name))["hist"]
+def load_colour(set_name: str, bins: int, view: str = "crop") -> np.ndarray:
+    """Cached histograms re-binned to bins per channel (8 must be a multiple of bins).
+    A mirrored crop has the crop's histogram, so flip shares the crop's file."""
+    h = np.load(colour_cache_path(set_name, view))["hist"]
     f = 8 // bins
     return h.reshape(-1, bins, f, bins, f, bins, f).sum(axis=(2, 4, 6)).reshape(len(h), -1)
 
@@ -72,8 +85,8 @@ def image_sets(root: Path) -> dict[str, tuple[list[str], list[Path]]]:
     }
 
 
-def load_images(backbone: str, set_name: str) -> dict[str, np.ndarray]:
-    z = np.load(image_cache_path(backbone, set_name), allow_pickle=False)
+def load_images(backbone: str, set_name: str, view: str = "crop") -> dict[str, np.ndarray]:
+    z = np.load(image_cache_path(backbone, set_name, view), allow_pickle=False)
     return {k: z[k] for k in z.files}
 
 
@@ -82,25 +95,26 @@ def main() -> None:
     ap.add_argument("--backbone", default="efficientnet-lite0")
     ap.add_argument("--sets", default="flickr,imagenet,fashion")
     ap.add_argument("--colour", action="store_true", help="also cache centre-crop colour histograms")
+    ap.add_argument("--view", default="crop", choices=VIEWS)
     args = ap.parse_args()
     torch.set_num_threads(2)
     root = data.require_datasets()
     CACHE.mkdir(parents=True, exist_ok=True)
     sets = image_sets(root)
     for s in args.sets.split(","):
-        out = colour_cache_path(s)
+        out = colour_cache_path(s, args.view)
         if args.colour and not out.exists():
             keys, paths = sets[s]
             t0 = time.time()
-            np.savez(out, keys=np.array(keys), hist=extract_colour(paths))
+            np.savez(out, keys=np.array(keys), hist=extract_colour(paths, args.view))
             print(f"{s}: colour histograms for {len(paths)} images in {time.time() - t0:.0f}s", flush=True)
-        out = image_cache_path(args.backbone, s)
+        out = image_cache_path(args.backbone, s, args.view)
         if out.exists():
             print(f"{out} exists")
             continue
         keys, paths = sets[s]
-        print(f"{s}: {len(paths)} images")
-        pooled, logits = extract_images(paths, args.backbone)
+        print(f"{s}: {len(paths)} images ({args.view})")
+        pooled, logits = extract_images(paths, args.backbone, view=args.view)
         np.savez(out, keys=np.array(keys), pooled=pooled, logits=logits)
 
 

