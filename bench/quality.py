@@ -76,7 +76,7 @@ def _from_feature_cache(backbone: str, view: str, paths: list[Path]) -> tuple:
     stem = (lambda p: p.stem) if set_name == "fashion" else (lambda p: p.name)
     where = {k: i for i, k in enumerate(z["keys"].tolist())}
     idx = [where[stem(p)] for p in paths]
-    colour = load_colour(set_name, starter.COLOUR_BINS, view)[idx]
+    colour = load_colour(set_name, starter.COLOUR_BINS, view, backbone)[idx]
     return (torch.from_numpy(z["pooled"][idx].astype(np.float32)), torch.from_numpy(z["logits"][idx]),
             torch.from_numpy(colour))
 

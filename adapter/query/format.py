@@ -22,6 +22,11 @@ from adapter.query.plan import RANK
 
 
 def _text(v: Any) -> str:
+    t = type(v)
+    if t is str:  # the common cases first: every hit renders several fields
+        return v
+    if t is int:
+        return str(v)
     if v is None:
         return ""
     if isinstance(v, bool):

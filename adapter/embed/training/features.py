@@ -40,16 +40,17 @@ def _view(path: Path, size: int, view: str) -> np.ndarray:
 def extract_images(paths: list[Path], backbone: str, batch: int = 32, view: str = "crop") -> tuple[np.ndarray, np.ndarray]:
     model = starter.load_backbone(backbone)
     size = starter.backbone_image_size(backbone)
-    pooled_all, logits_all = [], []
+    pooled_all, logits_all, colour_all = [], [], []
     t0 = time.time()
     for i in range(0, len(paths), batch):
-        arr = np.stack([_view(p, size, view) for p in paths[i:i + batch]])
-        pooled, logits = starter.backbone_features(model, torch.from_numpy(arr))
+        x = torch.from_numpy(np.stack([_view(p, size, view) for p in paths[i:i + batch]]))
+        pooled, logits = starter.backbone_features(model, x)
         pooled_all.append(pooled.numpy().astype(np.float16))
         logits_all.append(logits.numpy().astype(np.float32))
+        colour_all.append(starter.colour_histogram(x, 8).numpy())  # of the very input the backbone saw
         if (i // batch) % 20 == 0:
-            print(f"  {i + len(arr)}/{len(paths)} {time.time() - t0:.0f}s", flush=True)
-    return np.concatenate(pooled_all), np.concatenate(logits_all)
+            print(f"  {i + len(x)}/{len(paths)} {time.time() - t0:.0f}s", flush=True)
+    return np.concatenate(pooled_all), np.concatenate(logits_all), np.concatenate(colour_all)
 
 
 def colour_cache_path(set_name: str, view: str = "crop") -> Path:
@@ -66,10 +67,16 @@ def extract_colour(paths: list[Path], view: str = "crop") -> np.ndarray:
     return np.stack([_colour8(p, view) for p in paths]).astype(np.float32)
 
 
-def load_colour(set_name: str, bins: int, view: str = "crop") -> np.ndarray:
-    """Cached histograms re-binned to bins per channel (8 must be a multiple of bins).
-    A mirrored crop has the crop's histogram, so flip shares the crop's file."""
-    h = np.load(colour_cache_path(set_name, view))["hist"]
+def load_colour(set_name: str, bins: int, view: str = "crop", backbone: str = "efficientnet-lite0") -> np.ndarray:
+    """Cached histograms re-binned to bins per channel (8 must be a multiple of bins): from the
+    image cache where it has them, else from the --colour cache of the 224 crop (lite0's input).
+    A mirrored crop has the crop's histogram, so flip shares the crop's."""
+    z = np.load(image_cache_path(backbone, set_name, "crop" if view == "flip" else view))
+    if "colour8" in z.files:
+        h = z["colour8"]
+    else:
+        assert starter.backbone_image_size(backbone) == 224, "re-extract: this cache has no colour histograms"
+        h = np.load(colour_cache_path(set_name, view))["hist"]
     f = 8 // bins
     return h.reshape(-1, bins, f, bins, f, bins, f).sum(axis=(2, 4, 6)).reshape(len(h), -1)
 
@@ -114,8 +121,8 @@ def main() -> None:
             continue
         keys, paths = sets[s]
         print(f"{s}: {len(paths)} images ({args.view})")
-        pooled, logits = extract_images(paths, args.backbone, view=args.view)
-        np.savez(out, keys=np.array(keys), pooled=pooled, logits=logits)
+        pooled, logits, colour8 = extract_images(paths, args.backbone, view=args.view)
+        np.savez(out, keys=np.array(keys), pooled=pooled, logits=logits, colour8=colour8)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,11 @@ RECIPES = {
     # Loss weights, optimiser and steps, chosen on a held-out slice of the *train* splits
     # (--validate). A low learning rate keeps the heads near the zero-shot initialisation,
     # which generalises better than fitting 800 Flickr photos hard. clip_ecom leans on products.
-    "clip": dict(w_flickr=1.0, w_fashion=1.0, w_anchor=0.5, w_pseudo=0.3, lr=1e-4, wd=0.2, steps=300),
+    # clip: EfficientNet-lite2 and a short run. On the test-sized holdout, Flickr R@10 falls as
+    # training goes on (steps 50/75/100/150/300: 0.758/0.759/0.749/0.714/0.658) while fashion
+    # rises; the general-photo model keeps the early point. lite0 at 75 steps: 0.732.
+    "clip": dict(w_flickr=1.0, w_fashion=1.0, w_anchor=0.5, w_pseudo=0.3, lr=1e-4, wd=0.2, steps=75,
+                 backbone="efficientnet-lite2"),
     # clip_ecom adds a centre-crop colour histogram to its image MLP; 384 hidden units keep the
     # fp16 file under 5 MB (holdout: name→image R@10 0.907 → 0.915, subCategory P@10 0.894 kept).
     "clip_ecom": dict(w_flickr=0.3, w_fashion=3.0, w_anchor=0.3, w_pseudo=0.2, lr=1e-3, wd=0.2, steps=600,
@@ -92,17 +96,16 @@ def fashion_texts(row: dict) -> list[str]:
 
 
 def build_training_data(holdout: bool, backbone: str = "efficientnet-lite0", view: str = "crop",
-                        flip: bool = False) -> dict:
+                        flip: tuple[str, ...] = ()) -> dict:
     """Train-split tensors. holdout=True keeps a validation slice of the train split aside.
 
     Image features are (views, n, dim): the encoder's own view, plus its mirror image when
-    flip=True (training picks one per sample; validation uses the first)."""
+    the sets named in flip (training picks one per sample; validation uses the first)."""
     root = data.require_datasets()
     names, caps, flickr_test = data.flickr(root)
     rows, fashion_test = data.fashion(root)
-    views = [view] + (["flip"] if flip else [])
-    fl = [load_images(backbone, "flickr", v) for v in views]
-    fa = [load_images(backbone, "fashion", v) for v in views]
+    fl = [load_images(backbone, "flickr", v) for v in [view] + (["flip"] if "flickr" in flip else [])]
+    fa = [load_images(backbone, "fashion", v) for v in [view] + (["flip"] if "fashion" in flip else [])]
     assert all(list(z["keys"]) == names for z in fl) and all(list(z["keys"]) == [r["id"] for r in rows] for z in fa)
 
     def stack(zs, key):
@@ -135,8 +138,8 @@ def build_training_data(holdout: bool, backbone: str = "efficientnet-lite0", vie
     t_all = cached_text_features(fl_txt + fa_txt + prompts)
     n1, n2 = len(fl_txt), len(fl_txt) + len(fa_txt)
     out = dict(
-        fl_colour=torch.from_numpy(load_colour("flickr", starter.COLOUR_BINS, view)),
-        fa_colour=torch.from_numpy(load_colour("fashion", starter.COLOUR_BINS, view)),
+        fl_colour=torch.from_numpy(load_colour("flickr", starter.COLOUR_BINS, view, backbone)),
+        fa_colour=torch.from_numpy(load_colour("fashion", starter.COLOUR_BINS, view, backbone)),
         fl_pooled=stack(fl, "pooled"), fl_logits=stack(fl, "logits"),
         fa_pooled=stack(fa, "pooled"), fa_logits=stack(fa, "logits"),
         fl_img=torch.tensor(fl_img), fl_txt=t_all[:n1],
@@ -191,9 +194,9 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
     B = 256  # class anchors and pseudo-labels
     B_pairs = recipe.get("batch", B)  # caption/product pairs: larger batches, harder negatives
     n_tmpl = d["prompt_txt"].shape[1]
-    n_views = d["fl_pooled"].shape[0]
 
     def features(prefix: str, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n_views = d[f"{prefix}_pooled"].shape[0]
         v = torch.randint(n_views, (len(im),), generator=gen) if n_views > 1 else torch.zeros(len(im), dtype=torch.long)
         return d[f"{prefix}_pooled"][v, im], d[f"{prefix}_logits"][v, im], d[f"{prefix}_colour"][im]
 
@@ -314,11 +317,12 @@ def main() -> None:
     for kv in args.set:
         k, v = kv.split("=", 1)
         for var in variants:
-            RECIPES[var][k] = v if k in ("backbone", "view") else float(v) if "." in v or "e-" in v else int(v)
+            RECIPES[var][k] = (v if k in ("backbone", "view") else tuple(filter(None, v.split(","))) if k == "flip"
+                               else float(v) if "." in v or "e-" in v else int(v))
     datasets: dict[tuple, dict] = {}
     for v in variants:
         r = RECIPES[v]
-        key = (r.get("backbone", "efficientnet-lite0"), r.get("view", "crop"), bool(r.get("flip", 0)))
+        key = (r.get("backbone", "efficientnet-lite0"), r.get("view", "crop"), tuple(r.get("flip", ())))
         if key not in datasets:
             datasets[key] = build_training_data(args.validate, *key)
         d = datasets[key]
