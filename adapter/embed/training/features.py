@@ -1,9 +1,10 @@
 """Extract frozen-tower features once and cache them (training runs on the cache).
 
-    python -m adapter.embed.training.features [--backbone efficientnet-lite0] [--colour]
+    python -m adapter.embed.training.features [--backbone efficientnet-lite0] [--view crop]
 
-Image cache per set: pooled backbone features (float16) and ImageNet logits (float32);
-with --colour also 8-bin/channel RGB histograms of the same centre crop (clip_ecom input).
+Image cache per (backbone, set, view): pooled backbone features (float16), ImageNet logits
+(float32) and 8-bin/channel RGB histograms of the very input the backbone saw (clip_ecom's
+colour head).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def _view(path: Path, size: int, view: str) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, ::-1]) if view == "flip" else arr
 
 
-def extract_images(paths: list[Path], backbone: str, batch: int = 32, view: str = "crop") -> tuple[np.ndarray, np.ndarray]:
+def extract_images(paths: list[Path], backbone: str, batch: int = 32,
+                   view: str = "crop") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pooled, logits, colour8) per image."""
     model = starter.load_backbone(backbone)
     size = starter.backbone_image_size(backbone)
     pooled_all, logits_all, colour_all = [], [], []
@@ -53,30 +56,14 @@ def extract_images(paths: list[Path], backbone: str, batch: int = 32, view: str 
     return np.concatenate(pooled_all), np.concatenate(logits_all), np.concatenate(colour_all)
 
 
-def colour_cache_path(set_name: str, view: str = "crop") -> Path:
-    return CACHE / f"colour8_{set_name}{'' if view in ('crop', 'flip') else '_' + view}.npz"
-
-
-def _colour8(path: Path, view: str) -> np.ndarray:
-    arr = _view(path, 224, view)
-    return starter.colour_histogram(torch.from_numpy(arr[None]), 8)[0].numpy()
-
-
-def extract_colour(paths: list[Path], view: str = "crop") -> np.ndarray:
-    """8-bin/channel RGB histograms of the 224 view (coarser bins are sums of these)."""
-    return np.stack([_colour8(p, view) for p in paths]).astype(np.float32)
-
-
 def load_colour(set_name: str, bins: int, view: str = "crop", backbone: str = "efficientnet-lite0") -> np.ndarray:
-    """Cached histograms re-binned to bins per channel (8 must be a multiple of bins): from the
-    image cache where it has them, else from the --colour cache of the 224 crop (lite0's input).
+    """The image cache's histograms re-binned to bins per channel (8 must be a multiple of bins).
     A mirrored crop has the crop's histogram, so flip shares the crop's."""
-    z = np.load(image_cache_path(backbone, set_name, "crop" if view == "flip" else view))
-    if "colour8" in z.files:
-        h = z["colour8"]
-    else:
-        assert starter.backbone_image_size(backbone) == 224, "re-extract: this cache has no colour histograms"
-        h = np.load(colour_cache_path(set_name, view))["hist"]
+    path = image_cache_path(backbone, set_name, "crop" if view == "flip" else view)
+    z = np.load(path)
+    if "colour8" not in z.files:
+        raise SystemExit(f"{path} predates colour histograms: delete it and run features again")
+    h = z["colour8"]
     f = 8 // bins
     return h.reshape(-1, bins, f, bins, f, bins, f).sum(axis=(2, 4, 6)).reshape(len(h), -1)
 
@@ -101,7 +88,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbone", default="efficientnet-lite0")
     ap.add_argument("--sets", default="flickr,imagenet,fashion")
-    ap.add_argument("--colour", action="store_true", help="also cache centre-crop colour histograms")
     ap.add_argument("--view", default="crop", choices=VIEWS)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -109,12 +95,6 @@ def main() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     sets = image_sets(root)
     for s in args.sets.split(","):
-        out = colour_cache_path(s, args.view)
-        if args.colour and not out.exists():
-            keys, paths = sets[s]
-            t0 = time.time()
-            np.savez(out, keys=np.array(keys), hist=extract_colour(paths, args.view))
-            print(f"{s}: colour histograms for {len(paths)} images in {time.time() - t0:.0f}s", flush=True)
         out = image_cache_path(args.backbone, s, args.view)
         if out.exists():
             print(f"{out} exists")

@@ -1,6 +1,7 @@
 """Deterministic training recipe for the starter heads (frozen towers, cached features).
 
-    python -m adapter.embed.training.features --colour # once: backbone features + colour histograms → .cache/
+    python -m adapter.embed.training.features --backbone efficientnet-lite2   # once per backbone a
+    python -m adapter.embed.training.features                                  # recipe names → .cache/
     python -m adapter.embed.training.train_starter --variant clip --variant clip_ecom
 
 Reads only the train splits of flickr8k-1k and fashion-10k (splits.json fixes the tests)
@@ -100,7 +101,7 @@ def build_training_data(holdout: bool, backbone: str = "efficientnet-lite0", vie
     """Train-split tensors. holdout=True keeps a validation slice of the train split aside.
 
     Image features are (views, n, dim): the encoder's own view, plus its mirror image when
-    the sets named in flip (training picks one per sample; validation uses the first)."""
+    for the sets named in flip (training picks one per sample; validation uses the first)."""
     root = data.require_datasets()
     names, caps, flickr_test = data.flickr(root)
     rows, fashion_test = data.fashion(root)
