@@ -288,3 +288,16 @@ def test_native_ha3_get_url_with_literal_clauses_is_answered(client):
     sdk = ha(client, f"config=hit:3,format:json&&query=image_index:'{png_b64((255, 0, 0))}&modal=image&n=3'"
                      "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK&&cluster=images")
     assert sdk.status_code == 200 and sdk.json()["result"]["items"] == items
+
+
+def test_unknown_paths_and_methods_answer_in_ha_format(client):
+    # Routes sit flat on the app (common.add_routes): a wrong method on a known path must
+    # still be told from an unknown path.
+    r = client.get("/vector-service/query", headers=basic(ADMIN))
+    assert r.status_code == 405 and "not allowed" in r.json()["errorMsg"], r.text
+    r = client.post("/vector-service/nosuch", headers=basic(ADMIN), json={})
+    assert r.status_code == 404 and "no such endpoint" in r.json()["errorMsg"], r.text
+    r = client.delete("/query", headers=basic(ADMIN))
+    assert r.status_code == 405 and "not allowed" in r.json()["errors"][0]["message"], r.text
+    r = client.post(f"{TABLES}/images/reindex", headers=basic(ADMIN), json={})
+    assert r.status_code != 404, r.text  # a prefixed router's route, flattened, keeps its prefix

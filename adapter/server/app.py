@@ -66,6 +66,7 @@ from starlette.concurrency import run_in_threadpool
 from adapter.runtime import Runtime
 from adapter.server import docs, errors, routes_push, routes_query, routes_tables, routes_ui, routes_vector
 from adapter.server.auth import Authenticator
+from adapter.server.common import add_routes
 from adapter.server.limits import BodyLimitMiddleware
 from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
 
@@ -129,11 +130,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     docs.install(app)
 
-    for module in (routes_query, routes_vector, routes_push, routes_tables):
-        # /{index}/search is a catch-all pattern: register it after the fixed paths.
-        if module is not routes_query:
-            app.include_router(module.router)
-    app.include_router(routes_query.router)
+    # Hot paths first (routes match in order); /{index}/search is a catch-all pattern, so
+    # routes_query comes after the fixed paths.
+    for module in (routes_vector, routes_push, routes_tables, routes_query):
+        add_routes(app, module.router)
     routes_ui.include_ui(app)  # the search page: /, /ui/, /ui/static, /ui/thumbnail, /ui/api
 
     @app.get("/health", tags=["service"], summary="readiness (no auth)")

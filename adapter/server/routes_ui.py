@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from adapter.server import thumbnails
 from adapter.server.auth import reader
-from adapter.server.common import offload
+from adapter.server.common import add_routes, offload
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 THUMBNAIL_MAX_AGE_S = 3600
@@ -105,7 +105,7 @@ async def ui_tasks(request: Request, _=Depends(reader)) -> dict[str, Any]:
 
 def include_ui(app: FastAPI) -> None:
     """Add the page to an app: ``/`` and ``/ui`` lead to it; assets under ``/ui/static``."""
-    app.include_router(router)
+    add_routes(app, router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
