@@ -69,14 +69,14 @@ def _from_feature_cache(backbone: str, view: str, paths: list[Path]) -> tuple:
     """Backbone outputs from the training feature cache (same open_image/preprocess code)."""
     import torch
 
-    from adapter.embed.training.features import load_colour, load_images
+    from adapter.embed.training.features import colour_histograms, load_images
 
     set_name = {"flickr8k-1k": "flickr", "fashion-10k": "fashion", "imagenet-sample": "imagenet"}[paths[0].parent.parent.name]
     z = load_images(backbone, set_name, view)
     stem = (lambda p: p.stem) if set_name == "fashion" else (lambda p: p.name)
     where = {k: i for i, k in enumerate(z["keys"].tolist())}
     idx = [where[stem(p)] for p in paths]
-    colour = load_colour(set_name, starter.COLOUR_BINS, view, backbone)[idx]
+    colour = colour_histograms(z, starter.COLOUR_BINS)[idx]
     return (torch.from_numpy(z["pooled"][idx].astype(np.float32)), torch.from_numpy(z["logits"][idx]),
             torch.from_numpy(colour))
 

@@ -102,11 +102,10 @@ async def run(flat, nested) -> None:
 def main() -> None:
     flat, nested = build_apps()
     try:
-        import uvloop
-
-        uvloop.run(run(flat, nested))
+        from uvloop import run as run_loop  # the loop serve uses where installed
     except ImportError:
-        asyncio.run(run(flat, nested))
+        run_loop = asyncio.run
+    run_loop(run(flat, nested))
 
 
 if __name__ == "__main__":

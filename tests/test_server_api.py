@@ -299,5 +299,5 @@ def test_unknown_paths_and_methods_answer_in_ha_format(client):
     assert r.status_code == 404 and "no such endpoint" in r.json()["errorMsg"], r.text
     r = client.delete("/query", headers=basic(ADMIN))
     assert r.status_code == 405 and "not allowed" in r.json()["errors"][0]["message"], r.text
-    r = client.post(f"{TABLES}/images/reindex", headers=basic(ADMIN), json={})
-    assert r.status_code != 404, r.text  # a prefixed router's route, flattened, keeps its prefix
+    r = client.get(f"{TABLES}/images", headers=basic(ADMIN))  # a prefixed router's route keeps its prefix
+    assert r.status_code == 200 and "images" in r.text, r.text

@@ -10,7 +10,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from fastapi import Request
+from fastapi import APIRouter, FastAPI, Request
 
 from adapter.errors import AdapterError, PayloadTooLargeError, QueryError
 
@@ -60,7 +60,7 @@ async def json_body(request: Request, *, expect: type | tuple = dict) -> Any:
     return value
 
 
-def add_routes(app, router) -> None:
+def add_routes(app: FastAPI, router: APIRouter) -> None:
     """Register a router's routes on the app's own route list instead of include_router.
 
     FastAPI 0.16x keeps an included router nested and matches every request through each

@@ -56,14 +56,13 @@ def extract_images(paths: list[Path], backbone: str, batch: int = 32,
     return np.concatenate(pooled_all), np.concatenate(logits_all), np.concatenate(colour_all)
 
 
-def load_colour(set_name: str, bins: int, view: str = "crop", backbone: str = "efficientnet-lite0") -> np.ndarray:
-    """The image cache's histograms re-binned to bins per channel (8 must be a multiple of bins).
-    A mirrored crop has the crop's histogram, so flip shares the crop's."""
-    path = image_cache_path(backbone, set_name, "crop" if view == "flip" else view)
-    z = np.load(path)
-    if "colour8" not in z.files:
-        raise SystemExit(f"{path} predates colour histograms: delete it and run features again")
-    h = z["colour8"]
+def colour_histograms(cache: dict[str, np.ndarray], bins: int) -> np.ndarray:
+    """A loaded image cache's histograms re-binned to bins per channel (8 must be a multiple
+    of bins). A mirrored crop's histogram is the crop's, so either view's cache serves."""
+    if "colour8" not in cache:
+        raise SystemExit("this feature cache predates colour histograms: delete .cache/starter/img_* "
+                         "and run python -m adapter.embed.training.features again")
+    h = cache["colour8"]
     f = 8 // bins
     return h.reshape(-1, bins, f, bins, f, bins, f).sum(axis=(2, 4, 6)).reshape(len(h), -1)
 

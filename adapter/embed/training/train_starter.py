@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from adapter.embed import starter
 from adapter.embed.training import data
-from adapter.embed.training.features import CACHE, load_colour, load_images
+from adapter.embed.training.features import CACHE, colour_histograms, load_images
 
 TEMPLATES = (
     "a photo of a {}.",
@@ -139,8 +139,8 @@ def build_training_data(holdout: bool, backbone: str = "efficientnet-lite0", vie
     t_all = cached_text_features(fl_txt + fa_txt + prompts)
     n1, n2 = len(fl_txt), len(fl_txt) + len(fa_txt)
     out = dict(
-        fl_colour=torch.from_numpy(load_colour("flickr", starter.COLOUR_BINS, view, backbone)),
-        fa_colour=torch.from_numpy(load_colour("fashion", starter.COLOUR_BINS, view, backbone)),
+        fl_colour=torch.from_numpy(colour_histograms(fl[0], starter.COLOUR_BINS)),
+        fa_colour=torch.from_numpy(colour_histograms(fa[0], starter.COLOUR_BINS)),
         fl_pooled=stack(fl, "pooled"), fl_logits=stack(fl, "logits"),
         fa_pooled=stack(fa, "pooled"), fa_logits=stack(fa, "logits"),
         fl_img=torch.tensor(fl_img), fl_txt=t_all[:n1],
