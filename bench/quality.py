@@ -31,7 +31,7 @@ class ImageEmbedder:
     """Embeds image files with an encoder; starter variants share one backbone pass."""
 
     def __init__(self, cached: bool = False) -> None:
-        self._backbone_memo: dict[tuple[str, str], tuple] = {}
+        self._backbone_memo: dict[tuple, tuple] = {}
         self._cached = cached
 
     def __call__(self, encoder, paths: list[Path]) -> np.ndarray:
@@ -46,15 +46,15 @@ class ImageEmbedder:
         import torch
 
         view = "crop" if enc.crop else "squash"
-        key = (enc.backbone_name, view, "|".join(map(str, paths)))
+        key = (enc.backbone_name, view, tuple(enc.heads.taps), "|".join(map(str, paths)))
         if key not in self._backbone_memo and self._cached:
-            self._backbone_memo[key] = _from_feature_cache(enc.backbone_name, view, paths)
+            self._backbone_memo[key] = _from_feature_cache(enc.backbone_name, view, enc.heads.taps, paths)
         if key not in self._backbone_memo:
             pooled, logits, colour = [], [], []
             for i in range(0, len(paths), BATCH):
                 batch = torch.from_numpy(np.stack([enc.preprocess(starter.open_image(p, enc.image_size)) for p in paths[i:i + BATCH]]))
-                p, l = starter.backbone_features(enc.backbone, batch)
-                pooled.append(p)
+                p, l, tapped = starter.backbone_features(enc.backbone, batch, enc.heads.taps)
+                pooled.append(starter.with_taps(p, tapped, enc.heads.taps))
                 logits.append(l)
                 colour.append(starter.colour_histogram(batch))
             self._backbone_memo[key] = (torch.cat(pooled), torch.cat(logits), torch.cat(colour))
@@ -65,11 +65,11 @@ class ImageEmbedder:
             return enc.heads.image(pooled, logits, colour).numpy()
 
 
-def _from_feature_cache(backbone: str, view: str, paths: list[Path]) -> tuple:
+def _from_feature_cache(backbone: str, view: str, taps: list[str], paths: list[Path]) -> tuple:
     """Backbone outputs from the training feature cache (same open_image/preprocess code)."""
     import torch
 
-    from adapter.embed.training.features import colour_histograms, load_images
+    from adapter.embed.training.features import backbone_inputs, colour_histograms, load_images
 
     set_name = {"flickr8k-1k": "flickr", "fashion-10k": "fashion", "imagenet-sample": "imagenet"}[paths[0].parent.parent.name]
     z = load_images(backbone, set_name, view)
@@ -77,7 +77,7 @@ def _from_feature_cache(backbone: str, view: str, paths: list[Path]) -> tuple:
     where = {k: i for i, k in enumerate(z["keys"].tolist())}
     idx = [where[stem(p)] for p in paths]
     colour = colour_histograms(z, starter.COLOUR_BINS)[idx]
-    return (torch.from_numpy(z["pooled"][idx].astype(np.float32)), torch.from_numpy(z["logits"][idx]),
+    return (torch.from_numpy(backbone_inputs(z, taps)[idx]), torch.from_numpy(z["logits"][idx]),
             torch.from_numpy(colour))
 
 

@@ -113,3 +113,38 @@ def test_colour_histogram_of_the_crop_finds_the_colour():
 def test_clip_ecom_uses_colour_and_clip_does_not():
     assert starter.load_heads(starter.weights_path("clip_ecom"))[0].colour_bins == starter.COLOUR_BINS
     assert starter.load_heads(starter.weights_path("clip"))[0].colour_bins == 0
+
+
+def test_block_taps_come_from_the_same_forward_pass():
+    """backbone_features writes EfficientNet's forward out to read block taps; its pooled
+    features must be the library's own, and the taps what clip_ecom's heads were trained on."""
+    import torch
+
+    model = starter.load_backbone("efficientnet-lite0")
+    batch = torch.from_numpy(np.stack([starter.preprocess_image(_photo(i)) for i in range(3)]))
+    pooled, logits, tapped = starter.backbone_features(model, batch, tuple(starter.TAPS))
+    with torch.inference_mode():
+        reference = model.extract_features(batch).mean(dim=(2, 3))
+        assert torch.allclose(pooled, reference, atol=1e-5)
+        assert torch.allclose(logits, model._fc(reference), atol=1e-4)
+    heads = starter.StarterEncoder("clip_ecom").heads
+    assert heads.taps and set(heads.taps) <= set(tapped)
+    assert sum(tapped[name].shape[1] for name in heads.taps) == heads.tap_dim
+    assert starter.with_taps(pooled, tapped, heads.taps).shape == (3, 1280 + heads.tap_dim)
+    x = torch.randn(2, 5, 6, 6)  # grid2: four quadrant means per channel, quadrant-major
+    quads = starter._pool(x, "grid2").reshape(2, 4, 5)
+    assert torch.allclose(quads.mean(dim=1), starter._pool(x, "mean"), atol=1e-6)
+    assert torch.allclose(quads[:, 3], x[:, :, 3:, 3:].mean(dim=(2, 3)))
+
+
+def test_packed_weights_round_trip_within_a_fraction_of_their_scale():
+    import torch
+
+    torch.manual_seed(0)
+    state = {"a.weight": torch.randn(6, 50) * torch.logspace(-3, 1, 6)[:, None], "a.bias": torch.randn(6)}
+    packed = starter.pack_state(state)
+    assert packed["a.weight"].dtype == torch.int8 and packed["a.bias"].dtype == torch.float32
+    back = starter.unpack_state(packed)
+    assert set(back) == set(state) and torch.equal(back["a.bias"], state["a.bias"])
+    row_max = state["a.weight"].abs().amax(dim=1, keepdim=True)
+    assert ((back["a.weight"] - state["a.weight"]).abs() <= row_max / 254 + 1e-9).all()  # half a step per row

@@ -3,8 +3,9 @@
     python -m adapter.embed.training.features [--backbone efficientnet-lite0] [--view crop]
 
 Image cache per (backbone, set, view): pooled backbone features (float16), ImageNet logits
-(float32) and 8-bin/channel RGB histograms of the very input the backbone saw (clip_ecom's
-colour head).
+(float32), 8-bin/channel RGB histograms of the very input the backbone saw (clip_ecom's
+colour head) and, for EfficientNet-lite0, every ``starter.TAPS`` block feature (float16,
+``tap_<name>``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -38,22 +40,34 @@ def _view(path: Path, size: int, view: str) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, ::-1]) if view == "flip" else arr
 
 
-def extract_images(paths: list[Path], backbone: str, batch: int = 32,
-                   view: str = "crop") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pooled, logits, colour8) per image."""
+def extract_images(paths: list[Path], backbone: str, batch: int = 32, view: str = "crop") -> dict[str, np.ndarray]:
+    """pooled, logits, colour8 and tap_<name> arrays, one row per image."""
     model = starter.load_backbone(backbone)
     size = starter.backbone_image_size(backbone)
-    pooled_all, logits_all, colour_all = [], [], []
+    taps = tuple(starter.TAPS) if backbone == "efficientnet-lite0" else ()  # lite0's block indices
+    out: dict[str, list[np.ndarray]] = {}
     t0 = time.time()
     for i in range(0, len(paths), batch):
         x = torch.from_numpy(np.stack([_view(p, size, view) for p in paths[i:i + batch]]))
-        pooled, logits = starter.backbone_features(model, x)
-        pooled_all.append(pooled.numpy().astype(np.float16))
-        logits_all.append(logits.numpy().astype(np.float32))
-        colour_all.append(starter.colour_histogram(x, 8).numpy())  # of the very input the backbone saw
+        pooled, logits, tapped = starter.backbone_features(model, x, taps)
+        rows = {"pooled": pooled.numpy().astype(np.float16), "logits": logits.numpy().astype(np.float32),
+                "colour8": starter.colour_histogram(x, 8).numpy(),  # of the very input the backbone saw
+                **{f"tap_{name}": t.numpy().astype(np.float16) for name, t in tapped.items()}}
+        for key, value in rows.items():
+            out.setdefault(key, []).append(value)
         if (i // batch) % 20 == 0:
             print(f"  {i + len(x)}/{len(paths)} {time.time() - t0:.0f}s", flush=True)
-    return np.concatenate(pooled_all), np.concatenate(logits_all), np.concatenate(colour_all)
+    return {key: np.concatenate(parts) for key, parts in out.items()}
+
+
+def backbone_inputs(cache: dict[str, np.ndarray], taps: Sequence[str]) -> np.ndarray:
+    """What an image head reads from a loaded cache: pooled features, then its taps'
+    (float32, as ``starter.with_taps`` builds them at inference)."""
+    missing = [name for name in taps if f"tap_{name}" not in cache]
+    if missing:
+        raise SystemExit(f"this feature cache has no block taps {missing}: delete .cache/starter/img_efficientnet-lite0_* "
+                         "and run python -m adapter.embed.training.features again")
+    return np.concatenate([cache["pooled"].astype(np.float32)] + [cache[f"tap_{n}"].astype(np.float32) for n in taps], axis=1)
 
 
 def colour_histograms(cache: dict[str, np.ndarray], bins: int) -> np.ndarray:
@@ -100,8 +114,7 @@ def main() -> None:
             continue
         keys, paths = sets[s]
         print(f"{s}: {len(paths)} images ({args.view})")
-        pooled, logits, colour8 = extract_images(paths, args.backbone, view=args.view)
-        np.savez(out, keys=np.array(keys), pooled=pooled, logits=logits, colour8=colour8)
+        np.savez(out, keys=np.array(keys), **extract_images(paths, args.backbone, view=args.view))
 
 
 if __name__ == "__main__":
