@@ -5,8 +5,8 @@
 Sets up a table (the seed's Base64 schema, HNSW) in a temp data dir, fills it with
 ``--docs`` random unit vectors written straight to the embedded engine (the benchmark is
 about serving, not ingest), starts ``ha3-adapter serve`` in a subprocess with a tiny CLIP
-(``--model tiny``, default) or a registry config you pass (``--models FILE``), then
-drives it with httpx clients in threads. Each response carries the server's own timings
+(default) or a registry config you pass (``--models FILE``), then drives it with keep-alive
+http.client connections in threads. Each response carries the server's own timings
 (``X-Embed-Time-Ms``, ``X-Engine-Time-Ms``, ``X-Receive-Time-Ms``, ``X-Service-Time-Ms``), so
 per request:
 
@@ -14,8 +14,8 @@ per request:
     client overhead  = client latency    - embed - engine            (adds HTTP + client stack)
 
 receive (X-Receive-Time-Ms) is the wait for the request body to come off the socket: the
-client's and the network's pace, not the service's work (httpx sends headers and body in
-two writes, so at one client it is 0.2–0.35 ms here). It is printed in its own column.
+client's and the network's pace, not the service's work (the client sends headers and body in
+two writes, so at one client it is 0.07–0.35 ms, by VM). It is printed in its own column.
 
 Prints p50/p99 latency, QPS and both overheads per (query kind, concurrency). Figures
 only; nothing is asserted.
@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import io
 import json
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -51,6 +53,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_model() -> str:
+    """The processor's name: figures from different VMs of one size differ several-fold."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def build_table(tmp: Path, docs: int, index_type: str) -> None:
@@ -111,24 +124,35 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
         return "/query", {"assemblyQuery": f"config=hit:10,format:json&&query=image_index:'{text}&modal=text&n=10'"
                                             "&&cluster=bench"}
 
+    host, port = base.removeprefix("http://").split(":")
+    headers = {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode(),
+               "Content-Type": "application/json"}
+
     def worker():
-        with httpx.Client(base_url=base, auth=auth, timeout=60) as client:
+        # http.client, not httpx: the load generator shares the 2 cores with the server, and the
+        # lightest Python client leaves the most CPU to what is measured (httpx costs ~1 ms/request)
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
             while True:
                 with lock:
                     i = next(counter, None)
                 if i is None:
                     return
                 path, payload = body(i)
+                data = json.dumps(payload).encode()
                 t0 = time.perf_counter()
-                r = client.post(path, json=payload)
+                conn.request("POST", path, body=data, headers=headers)
+                r = conn.getresponse()
+                text = r.read()
                 dt = (time.perf_counter() - t0) * 1000
-                if r.status_code != 200:
-                    errors.append(r.text[:200])
+                if r.status != 200:
+                    errors.append(text[:200].decode("utf-8", "replace"))
                     continue
-                h = r.headers
                 with lock:
-                    results.append((dt, float(h["x-embed-time-ms"]), float(h["x-engine-time-ms"]),
-                                    float(h["x-service-time-ms"]), float(h.get("x-receive-time-ms", 0))))
+                    results.append((dt, float(r.getheader("x-embed-time-ms")), float(r.getheader("x-engine-time-ms")),
+                                    float(r.getheader("x-service-time-ms")), float(r.getheader("x-receive-time-ms", 0))))
+        finally:
+            conn.close()
 
     # warm-up (model load, connection setup), not measured
     with httpx.Client(base_url=base, auth=auth, timeout=120) as c:
@@ -154,7 +178,6 @@ def main() -> None:
     ap.add_argument("--index-type", default="HNSW", choices=["HNSW", "Linear", "Qc"])
     ap.add_argument("--image-size", type=int, default=224, help="query image side (JPEG)")
     ap.add_argument("--models", type=Path, default=None, help="model registry config (default: tiny CLIP)")
-    ap.add_argument("--workers", type=int, default=1, help="uvicorn workers (1: one process)")
     args = ap.parse_args()
 
     import httpx
@@ -193,7 +216,7 @@ def main() -> None:
             raise SystemExit("server did not start")
         images = [image_b64(i, args.image_size) for i in range(8)]
         print(f"query image: {args.image_size}px JPEG, {len(images[0]) * 3 // 4 // 1024} KiB; "
-              f"{args.requests} requests per row; CPU cores: {os.cpu_count()}")
+              f"{args.requests} requests per row; CPU: {cpu_model()}, {os.cpu_count()} cores")
         header = (f"{'kind':8} {'conc':>4} {'QPS':>7} {'p50 ms':>8} {'p99 ms':>8} {'embed p50':>9} {'engine p50':>10} "
                   f"{'recv p50':>8} {'svc ovh p50':>11} {'svc ovh p99':>11} {'cli ovh p50':>11} {'cli ovh p99':>11}")
         print(header)

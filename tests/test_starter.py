@@ -148,3 +148,27 @@ def test_packed_weights_round_trip_within_a_fraction_of_their_scale():
     assert set(back) == set(state) and torch.equal(back["a.bias"], state["a.bias"])
     row_max = state["a.weight"].abs().amax(dim=1, keepdim=True)
     assert ((back["a.weight"] - state["a.weight"]).abs() <= row_max / 254 + 1e-9).all()  # half a step per row
+
+
+def test_soup_is_the_mean_of_members_trained_on_different_batch_orders(monkeypatch):
+    import torch
+
+    from adapter.embed.training import train_starter
+
+    def member(variant, d, steps=None, order_seed=None):
+        torch.manual_seed(order_seed)  # stands in for training: weights that depend on the order seed
+        heads = starter.StarterHeads(img_hidden=8, txt_hidden=8)
+        for p in heads.parameters():
+            p.data.normal_()
+        return heads
+
+    monkeypatch.setattr(train_starter, "train", member)
+    monkeypatch.setitem(train_starter.RECIPES["clip_ecom"], "soup", 3)
+    soup = train_starter.train_soup("clip_ecom", {}).state_dict()
+    states = [member("clip_ecom", {}, order_seed=train_starter.SEED + k).state_dict() for k in range(3)]
+    assert not torch.equal(states[0]["img_feat.weight"], states[1]["img_feat.weight"])
+    for key, value in soup.items():
+        torch.testing.assert_close(value, (states[0][key] + states[1][key] + states[2][key]) / 3)
+    monkeypatch.setitem(train_starter.RECIPES["clip_ecom"], "soup", 1)
+    torch.testing.assert_close(train_starter.train_soup("clip_ecom", {}).state_dict()["img_feat.weight"],
+                               states[0]["img_feat.weight"])
