@@ -130,7 +130,8 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
 
     def worker():
         # http.client, not httpx: the load generator shares the 2 cores with the server, and the
-        # lightest Python client leaves the most CPU to what is measured (httpx costs ~1 ms/request)
+        # lightest Python client leaves the most CPU to what is measured (client overhead p50
+        # 0.9-1.0 ms against httpx's 1.2 at one client; 16-client QPS 330-400 against 260-310)
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
         try:
             while True:

@@ -225,6 +225,13 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
         v = torch.randint(n_views, (len(im),), generator=gen) if n_views > 1 else torch.zeros(len(im), dtype=torch.long)
         return d[f"{prefix}_pooled"][v, im], d[f"{prefix}_logits"][v, im], d[f"{prefix}_colour"][im]
 
+    def pair_loss(prefix: str, j: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """InfoNCE over a set's text/photo pairs j; texts of one photo are not each other's negatives."""
+        im = d[f"{prefix}_img"][j]
+        zi = heads.image(*features(prefix, im))
+        zt = heads.text(F.dropout(d[f"{prefix}_txt"][j], recipe.get("drop", 0.0)))
+        return info_nce(zt, zi, scale, im)
+
     # Pseudo-labels: train photos the backbone is confident about, with their class prompt.
     pool_all = torch.cat([d["fl_pooled"][0, d["fl_train"]], d["fa_pooled"][0, d["fa_train"]]])
     logit_all = torch.cat([d["fl_logits"][0, d["fl_train"]], d["fa_logits"][0, d["fa_train"]]])
@@ -236,24 +243,13 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
         scale = heads.logit_scale.exp().clamp(max=100)
         loss = torch.zeros(())
         # Flickr captions ↔ photos
-        j = torch.randint(len(d["fl_img"]), (B_pairs,), generator=gen)
-        im = d["fl_img"][j]
-        zi = heads.image(*features("fl", im))
-        zt = heads.text(F.dropout(d["fl_txt"][j], recipe.get("drop", 0.0)))
-        loss = loss + recipe["w_flickr"] * info_nce(zt, zi, scale, im)
+        loss = loss + recipe["w_flickr"] * pair_loss("fl", torch.randint(len(d["fl_img"]), (B_pairs,), generator=gen), scale)
         # fashion names/attributes ↔ product photos
-        j = torch.randint(len(d["fa_img"]), (B_pairs,), generator=gen)
-        im = d["fa_img"][j]
-        zi = heads.image(*features("fa", im))
-        zt = heads.text(F.dropout(d["fa_txt"][j], recipe.get("drop", 0.0)))
-        loss = loss + recipe["w_fashion"] * info_nce(zt, zi, scale, im)
+        loss = loss + recipe["w_fashion"] * pair_loss("fa", torch.randint(len(d["fa_img"]), (B_pairs,), generator=gen), scale)
         # product names alone ↔ product photos: names are what shoppers type
         if recipe.get("w_names", 0) > 0:
-            j = d["fa_names"][torch.randint(len(d["fa_names"]), (B_pairs,), generator=gen)]
-            im = d["fa_img"][j]
-            zi = heads.image(*features("fa", im))
-            zt = heads.text(F.dropout(d["fa_txt"][j], recipe.get("drop", 0.0)))
-            loss = loss + recipe["w_names"] * info_nce(zt, zi, scale, im)
+            names = d["fa_names"]
+            loss = loss + recipe["w_names"] * pair_loss("fa", names[torch.randint(len(names), (B_pairs,), generator=gen)], scale)
         # class anchors: peaked class probabilities (+ nuisance pooled features) ↔ prompts
         c = torch.randperm(1000, generator=gen)[:B]
         tmpl = torch.randint(n_tmpl, (B,), generator=gen)
@@ -282,8 +278,8 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
 def train_soup(variant: str, d: dict, steps: int | None = None) -> starter.StarterHeads:
     """The recipe's ``soup`` members (default 1) trained from one initialisation on differently
     ordered batches, their weights averaged: a "model soup" (Wortsman et al., 2022). Runs
-    started from the same point stay in one basin, so the average is a model at least as
-    good as its members, at no inference cost."""
+    started from the same point stay in one basin, so their average is a model too, usually
+    better than its members (recipe comments), at no inference cost."""
     members = [train(variant, d, steps=steps, order_seed=SEED + k) for k in range(RECIPES[variant].get("soup", 1))]
     if len(members) == 1:
         return members[0]
