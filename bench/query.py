@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def healthy(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):  # not listening yet
+        return False
+    finally:
+        conn.close()
 
 
 def cpu_model() -> str:
@@ -105,8 +118,6 @@ def image_b64(seed: int, size: int) -> str:
 
 
 def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, total: int, images: list[str]):
-    import httpx
-
     texts = ["a red dress", "a dog on the beach", "two people riding bicycles", "a black leather shoe"]
     results: list[tuple[float, float, float, float]] = []
     lock = threading.Lock()
@@ -124,42 +135,46 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
         return "/query", {"assemblyQuery": f"config=hit:10,format:json&&query=image_index:'{text}&modal=text&n=10'"
                                             "&&cluster=bench"}
 
-    host, port = base.removeprefix("http://").split(":")
+    # http.client, not httpx: the load generator shares the 2 cores with the server, and the
+    # lightest Python client leaves the most CPU to what is measured (client overhead p50
+    # 0.9-1.0 ms against httpx's 1.2 at one client; 16-client QPS 330-400 against 260-310)
+    url = urllib.parse.urlsplit(base)
     headers = {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode(),
                "Content-Type": "application/json"}
 
+    def connect() -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+        conn.connect()  # before the first request, so no request's latency includes the handshake
+        return conn
+
+    def post(conn: http.client.HTTPConnection, i: int) -> tuple[float, http.client.HTTPResponse, bytes]:
+        path, payload = body(i)
+        data = json.dumps(payload).encode()
+        t0 = time.perf_counter()
+        conn.request("POST", path, body=data, headers=headers)
+        r = conn.getresponse()
+        text = r.read()
+        return (time.perf_counter() - t0) * 1000, r, text
+
     def worker():
-        # http.client, not httpx: the load generator shares the 2 cores with the server, and the
-        # lightest Python client leaves the most CPU to what is measured (client overhead p50
-        # 0.9-1.0 ms against httpx's 1.2 at one client; 16-client QPS 330-400 against 260-310)
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        try:
+        with contextlib.closing(connect()) as conn:
             while True:
                 with lock:
                     i = next(counter, None)
                 if i is None:
                     return
-                path, payload = body(i)
-                data = json.dumps(payload).encode()
-                t0 = time.perf_counter()
-                conn.request("POST", path, body=data, headers=headers)
-                r = conn.getresponse()
-                text = r.read()
-                dt = (time.perf_counter() - t0) * 1000
+                dt, r, text = post(conn, i)
                 if r.status != 200:
                     errors.append(text[:200].decode("utf-8", "replace"))
                     continue
                 with lock:
                     results.append((dt, float(r.getheader("x-embed-time-ms")), float(r.getheader("x-engine-time-ms")),
                                     float(r.getheader("x-service-time-ms")), float(r.getheader("x-receive-time-ms", 0))))
-        finally:
-            conn.close()
 
-    # warm-up (model load, connection setup), not measured
-    with httpx.Client(base_url=base, auth=auth, timeout=120) as c:
+    # warm-up (model load, first-request paths), not measured
+    with contextlib.closing(connect()) as conn:
         for i in range(10):
-            path, payload = body(i)
-            c.post(path, json=payload)
+            post(conn, i)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
@@ -181,7 +196,6 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=None, help="model registry config (default: tiny CLIP)")
     args = ap.parse_args()
 
-    import httpx
     import yaml
 
     tmp = Path(tempfile.mkdtemp(prefix="ha3-bench-"))
@@ -207,14 +221,10 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit("server did not start")
+        while not healthy(port):
+            if time.monotonic() > deadline:
+                raise SystemExit("server did not start")
+            time.sleep(0.2)
         images = [image_b64(i, args.image_size) for i in range(8)]
         print(f"query image: {args.image_size}px JPEG, {len(images[0]) * 3 // 4 // 1024} KiB; "
               f"{args.requests} requests per row; CPU: {cpu_model()}, {os.cpu_count()} cores")

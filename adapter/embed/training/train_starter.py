@@ -281,8 +281,6 @@ def train_soup(variant: str, d: dict, steps: int | None = None) -> starter.Start
     started from the same point stay in one basin, so their average is a model too, usually
     better than its members (recipe comments), at no inference cost."""
     members = [train(variant, d, steps=steps, order_seed=SEED + k) for k in range(RECIPES[variant].get("soup", 1))]
-    if len(members) == 1:
-        return members[0]
     states = [m.state_dict() for m in members]
     soup = members[0]
     soup.load_state_dict({key: torch.stack([s[key] for s in states]).mean(0) for key in states[0]})
