@@ -126,6 +126,23 @@ def test_cli_serve_with_env_credentials(tmp_path):
         proc.wait(timeout=15)
 
 
+@pytest.mark.parametrize("given,expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_cli_makes_openmp_threads_sleep_unless_told_otherwise(given, expected):
+    # Busy-waiting OpenMP threads (torch's and faiss's libgomp) starve the event loop; libgomp
+    # reads the policy once, when it loads, so the CLI must set it before torch is imported.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, adapter.cli; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
 def test_default_limits_reject_a_30_mb_base64_image_with_413(tmp_path):
     from fastapi.testclient import TestClient
 
@@ -144,3 +161,50 @@ def test_default_limits_reject_a_30_mb_base64_image_with_413(tmp_path):
         r = c.post("/update/t/actions/bulk", json=[{"cmd": "delete", "fields": {"id": i}} for i in range(4)], headers=auth)
         assert r.status_code == 413 and "limit is 3 per request" in r.json()["errors"][0]["message"]
     runtime.close()
+
+
+def test_request_head_over_the_cap_gets_400_and_a_closed_connection(tmp_path):
+    # httptools has no head-size limit of its own; ours follows max_query_string_bytes
+    # (x3 for URL-encoding, + 64 KiB for headers): here 1000 → a 68,536-byte head.
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from adapter.runtime import Runtime
+    from adapter.server.app import create_app, uvicorn_config
+
+    s = Settings.load(None, env={"HA3_ADAPTER_USERNAME": "a", "HA3_ADAPTER_PASSWORD": "b"},
+                      overrides={"data_dir": tmp_path / "d"})
+    s.limits.max_query_string_bytes = 1000
+    runtime = Runtime.from_settings(s)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(create_app(runtime), s, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+
+    def ask(url_len: int, header_len: int = 0) -> bytes:
+        head = (f"GET /health?pad={'x' * url_len} HTTP/1.1\r\nHost: x\r\n"
+                f"X-Pad: {'y' * header_len}\r\nConnection: close\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(head)
+            chunks = []
+            while chunk := conn.recv(65536):  # the server closes the connection either way
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        assert ask(60_000).startswith(b"HTTP/1.1 200")  # a long URL under the cap reaches the app
+        for over in (ask(70_000), ask(10, header_len=70_000)):  # URL, then a header, past the cap
+            assert over.startswith(b"HTTP/1.1 400") and b"Invalid HTTP request" in over
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        runtime.close()

@@ -153,16 +153,18 @@ def create_app(runtime: Runtime) -> FastAPI:
 def uvicorn_config(app: FastAPI, settings, **overrides):
     """The uvicorn config the service runs with (CLI and tests alike).
 
-    The SDK's default search is a GET with the whole HA query (a Base64 image included) in
-    the URL; h11's default 16 KiB header/request-line cap would reject it before we see it,
-    so the cap follows our own query-string limit. h11 is named explicitly: uvicorn would
-    pick httptools when installed, which has no such cap at all. The event loop is uvloop
-    where installed (a dependency off Windows): every query hops to a worker thread and
-    back, and uvloop's wake-ups cost a fraction of asyncio's.
+    HTTP is parsed by httptools (C) with our cap on the request head (http_protocol.py). The
+    SDK's default search is a GET with the whole HA query (a Base64 image included) in the
+    URL, so the cap follows our own query-string limit (URL-encoding can triple it) plus room
+    for headers. The event loop is uvloop where installed (a dependency off Windows): every
+    query hops to a worker thread and back, and uvloop's wake-ups cost a fraction of asyncio's.
     """
     import uvicorn
 
-    options = dict(host=settings.host, port=settings.port, access_log=False, http="h11", loop="auto",
-                   h11_max_incomplete_event_size=settings.limits.max_query_string_bytes * 3 + 65536)
+    from adapter.server.http_protocol import capped_httptools
+
+    max_head = settings.limits.max_query_string_bytes * 3 + 65536
+    options = dict(host=settings.host, port=settings.port, access_log=False, loop="auto",
+                   http=capped_httptools(max_head))
     options.update(overrides)
     return uvicorn.Config(app, **options)

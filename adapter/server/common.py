@@ -38,13 +38,23 @@ async def raw_body(request: Request) -> bytes:
     return body
 
 
-async def json_body(request: Request, *, expect: type | tuple = dict) -> Any:
-    """The request body as JSON of type ``expect``; 415/400 with the reason otherwise."""
+def check_json_type(request: Request) -> None:
+    """415 unless the content type is JSON (or one of the types the SDKs send JSON as)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype and ctype not in JSON_TYPES and not ctype.endswith("+json"):
         raise UnsupportedMediaTypeError(f"content type '{ctype}' not supported: send application/json",
                                         "header content-type")
-    body = await raw_body(request)
+
+
+async def json_bytes(request: Request) -> bytes:
+    """The body of a JSON request, still unparsed: hot routes parse it in their worker thread,
+    so the event loop only moves bytes."""
+    check_json_type(request)
+    return await raw_body(request)
+
+
+def parse_json(body: bytes, *, expect: type | tuple = dict) -> Any:
+    """``body`` as JSON of type ``expect``; QueryError (400) with the reason and place otherwise."""
     if not body.strip():
         raise QueryError("request body is empty: expected a JSON document", "body")
     try:
@@ -58,6 +68,11 @@ async def json_body(request: Request, *, expect: type | tuple = dict) -> Any:
         want = " or ".join(names.get(t, t.__name__) for t in (expect if isinstance(expect, tuple) else (expect,)))
         raise QueryError(f"request body must be {want}, got {type(value).__name__}", "$")
     return value
+
+
+async def json_body(request: Request, *, expect: type | tuple = dict) -> Any:
+    """The request body as JSON of type ``expect``; 415/400 with the reason otherwise."""
+    return parse_json(await json_bytes(request), expect=expect)
 
 
 def add_routes(app: FastAPI, router: APIRouter) -> None:

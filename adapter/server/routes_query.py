@@ -8,7 +8,8 @@ What the official ``alibabacloud_ha3engine`` SDK sends (see app.py for the full 
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from adapter.errors import PayloadTooLargeError, QueryError
 from adapter.server import docs
 from adapter.server.auth import reader
-from adapter.server.common import json_body, offload
+from adapter.server.common import json_bytes, offload, parse_json
 
 router = APIRouter(tags=["HA query"])
 
@@ -32,14 +33,17 @@ def run_ha_query(runtime: Any, text: str) -> Response:
     return JSONResponse(body, status_code=status)
 
 
+def _limit(request: Request) -> int:
+    return request.app.state.settings.limits.max_query_string_bytes
+
+
 def _check_sql(request: Request) -> None:
     if request.query_params.get("type", "").lower() == "sql":
         raise QueryError("SQL queries are not supported by this service; use the HA query syntax "
                          "(config=...&&query=...)", "query parameter type")
 
 
-def _check_len(request: Request, text: str) -> str:
-    limit = request.app.state.settings.limits.max_query_string_bytes
+def _check_len(limit: int, text: str) -> str:
     if len(text.encode("utf-8", "replace")) > limit:
         raise PayloadTooLargeError(f"query string over the {limit}-byte limit", "query")
     if not text.strip():
@@ -54,19 +58,30 @@ async def query_get(request: Request, query: str = "", _=Depends(reader)) -> Res
     _check_sql(request)
     # The raw URL query, decoded exactly once by the query layer: it tells the SDK's
     # form-encoded ?query=... from HA3's native ?config=...&&query=... (where '+' stays '+').
-    _check_len(request, request.url.query)
-    text = _check_len(request, ha_query_from_url_query(request.url.query))
+    limit = _limit(request)
+    _check_len(limit, request.url.query)
+    text = _check_len(limit, ha_query_from_url_query(request.url.query))
     return await offload(run_ha_query, request.app.state.runtime, text)
 
 
 @router.post("/query", summary="HA query string (POST {assemblyQuery})", openapi_extra=docs.body(docs.HAQueryBody))
 async def query_post(request: Request, _=Depends(reader)) -> Response:
     _check_sql(request)
-    body = await json_body(request)
+    return await offload(_answer_body, await json_bytes(request), _assembly_query, _limit(request),
+                         request.app.state.runtime)
+
+
+def _assembly_query(body: dict) -> str:
     text = body.get("assemblyQuery", body.get("query"))
     if not isinstance(text, str):
         raise QueryError("body must carry the HA query string in 'assemblyQuery'", "$.assemblyQuery")
-    return await offload(run_ha_query, request.app.state.runtime, _check_len(request, text))
+    return text
+
+
+def _answer_body(raw: bytes, to_query: Callable[[dict], str], limit: int, runtime: Any) -> Response:
+    """A JSON body → HA query string → answer, in one worker-thread call (JSON parsing and
+    rendering stay off the event loop)."""
+    return run_ha_query(runtime, _check_len(limit, to_query(parse_json(raw))))
 
 
 _CLAUSES = ("config", "query", "filter", "sort", "kvpairs", "distinct", "aggregate")
@@ -102,6 +117,5 @@ def _compose(index: str, body: dict) -> str:
 
 @router.post("/{index}/search", summary="HA query as JSON (SDK search_rest)")
 async def index_search(index: str, request: Request, _=Depends(reader)) -> Response:
-    body = await json_body(request)
-    text = _check_len(request, _compose(index, body))
-    return await offload(run_ha_query, request.app.state.runtime, text)
+    return await offload(_answer_body, await json_bytes(request), functools.partial(_compose, index),
+                         _limit(request), request.app.state.runtime)

@@ -14,20 +14,24 @@ from fastapi.responses import JSONResponse
 
 from adapter.server import docs
 from adapter.server.auth import reader
-from adapter.server.common import json_body, offload
+from adapter.server.common import json_bytes, offload, parse_json
 
 router = APIRouter(tags=["vector service"])
 
 ENDPOINTS = ("query", "inference-query", "multi-query", "fetch", "search", "aggregate", "batch-query", "stats")
 
 
+def answer(endpoint: str, body: bytes, runtime) -> JSONResponse:
+    """Parse, run and render one request (blocking): the whole JSON round trip stays off the
+    event loop, which other requests wait on."""
+    from adapter.query.vector_service import handle
+
+    return JSONResponse(handle(endpoint, parse_json(body), runtime))
+
+
 def _make(endpoint: str):
     async def handler(request: Request, _=Depends(reader)) -> JSONResponse:
-        from adapter.query.vector_service import handle
-
-        body = await json_body(request)
-        result = await offload(handle, endpoint, body, request.app.state.runtime)
-        return JSONResponse(result)
+        return await offload(answer, endpoint, await json_bytes(request), request.app.state.runtime)
 
     handler.__name__ = "vector_" + endpoint.replace("-", "_")
     return handler
