@@ -1,16 +1,11 @@
 """A real service for the page's tests: tiny CLIP, embedded engine, demo photos, uvicorn.
 
-Used by tests/test_ui.py (TestClient) and tests/test_browser.py (a live port).
+Used by tests/test_ui.py (TestClient) and tests/test_browser.py (a live port, _server_support.live_server).
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -36,33 +31,3 @@ def build_runtime(tmp: Path, photos_count: int = PHOTO_COUNT):
     assert not failures and written == len(photos), failures
     write_source(tmp / "data", photos, bucket)  # what the admin view's Rebuild button uses
     return runtime, photos
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def live_server(runtime) -> Iterator[str]:
-    """Serve ``create_app(runtime)`` on a loopback port in a thread; yields the base URL."""
-    import uvicorn
-
-    from adapter.server.app import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

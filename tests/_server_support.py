@@ -8,7 +8,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -21,6 +26,37 @@ READER = ("reader", "read-only-pass")
 def basic(user_pass: tuple[str, str]) -> dict[str, str]:
     token = base64.b64encode(f"{user_pass[0]}:{user_pass[1]}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live_server(runtime, **overrides) -> Iterator[str]:
+    """Serve ``create_app(runtime)`` on a loopback port in a thread, with the uvicorn config the
+    CLI uses (``overrides`` on top); yields the base URL."""
+    import uvicorn
+
+    from adapter.server.app import create_app, uvicorn_config
+
+    port = free_port()
+    options = {"host": "127.0.0.1", "port": port, "log_level": "warning", **overrides}
+    server = uvicorn.Server(uvicorn_config(create_app(runtime), runtime.settings, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def make_settings(tmp: Path, tiny_clip_dir: Path, **extra):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from _page_fixtures import PASSWORD, USER, build_runtime, live_server
+from _page_fixtures import PASSWORD, USER, build_runtime
+from _server_support import live_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory):
     runtime, photos = build_runtime(tmp_path_factory.mktemp("browser"))
-    with live_server(runtime) as url:
+    with live_server(runtime, lifespan="off") as url:
         yield url, photos
     runtime.close()
 

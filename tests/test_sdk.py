@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
-import time
 
 import httpx
 import pytest
 
-from _server_support import ADMIN, READER, basic, make_settings, png_b64, push_body, seed_schema
+from _server_support import ADMIN, READER, basic, live_server, make_settings, png_b64, push_body, seed_schema
 
 ha3 = pytest.importorskip("alibabacloud_ha3engine", reason="official SDK alibabacloud-ha3engine not installed")
 ha3v = pytest.importorskip("alibabacloud_ha3engine_vector", reason="official SDK alibabacloud-ha3engine-vector not installed")
@@ -23,42 +20,21 @@ from Tea.exceptions import TeaException  # noqa: E402
 INSTANCE = "ha3-adapter"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     from adapter.embed.testing import make_tiny_clip
     from adapter.runtime import Runtime
-    from adapter.server.app import create_app, uvicorn_config
 
     tmp = tmp_path_factory.mktemp("sdk")
     clip = make_tiny_clip(tmp / "clip", dim=512)
     runtime = Runtime.from_settings(make_settings(tmp, clip, instance_id=INSTANCE))
-    port = _free_port()
-    settings = runtime.settings
-    srv = uvicorn.Server(uvicorn_config(create_app(runtime), settings, host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    base = f"http://127.0.0.1:{port}"
-    assert httpx.get(f"{base}/health").status_code == 200
-    # Table from the seed's HA3 schema, exactly as uploaded.
-    r = httpx.post(f"{base}/openapi/ha3/instances/{INSTANCE}/tables", headers=basic(ADMIN),
-                   json={"name": "image_search", "schema": seed_schema("image_index")})
-    assert r.status_code == 200, r.text
-    yield f"127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with live_server(runtime) as base:
+        assert httpx.get(f"{base}/health").status_code == 200
+        # Table from the seed's HA3 schema, exactly as uploaded.
+        r = httpx.post(f"{base}/openapi/ha3/instances/{INSTANCE}/tables", headers=basic(ADMIN),
+                       json={"name": "image_search", "schema": seed_schema("image_index")})
+        assert r.status_code == 200, r.text
+        yield base.removeprefix("http://")
     runtime.close()
 
 

@@ -167,26 +167,18 @@ def test_request_head_over_the_cap_gets_400_and_a_closed_connection(tmp_path):
     # httptools has no head-size limit of its own; ours follows max_query_string_bytes
     # (x3 for URL-encoding, + 64 KiB for headers): here 1000 → a 68,536-byte head.
     import socket
-    import threading
-    import time
+    from urllib.parse import urlsplit
 
-    import uvicorn
+    from _server_support import live_server
 
     from adapter.runtime import Runtime
-    from adapter.server.app import create_app, uvicorn_config
 
     s = Settings.load(None, env={"HA3_ADAPTER_USERNAME": "a", "HA3_ADAPTER_PASSWORD": "b"},
                       overrides={"data_dir": tmp_path / "d"})
     s.limits.max_query_string_bytes = 1000
     runtime = Runtime.from_settings(s)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(create_app(runtime), s, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
 
-    def ask(url_len: int, header_len: int = 0) -> bytes:
+    def ask(port: int, url_len: int, header_len: int = 0) -> bytes:
         head = (f"GET /health?pad={'x' * url_len} HTTP/1.1\r\nHost: x\r\n"
                 f"X-Pad: {'y' * header_len}\r\nConnection: close\r\n\r\n").encode()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
@@ -196,15 +188,9 @@ def test_request_head_over_the_cap_gets_400_and_a_closed_connection(tmp_path):
                 chunks.append(chunk)
         return b"".join(chunks)
 
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
-        assert ask(60_000).startswith(b"HTTP/1.1 200")  # a long URL under the cap reaches the app
-        for over in (ask(70_000), ask(10, header_len=70_000)):  # URL, then a header, past the cap
+    with live_server(runtime) as base:
+        port = urlsplit(base).port
+        assert ask(port, 60_000).startswith(b"HTTP/1.1 200")  # a long URL under the cap reaches the app
+        for over in (ask(port, 70_000), ask(port, 10, header_len=70_000)):  # URL, then a header, past the cap
             assert over.startswith(b"HTTP/1.1 400") and b"Invalid HTTP request" in over
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        runtime.close()
+    runtime.close()
