@@ -124,16 +124,20 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
     counter = iter(range(total))
     errors = []
 
-    def body(i: int):
+    def request(i: int) -> tuple[str, str, dict | None]:
         if kind == "text":
-            return "/vector-service/inference-query", {"tableName": "bench", "content": texts[i % len(texts)],
-                                                       "modal": "text", "topK": 10}
+            return "POST", "/vector-service/inference-query", {"tableName": "bench", "content": texts[i % len(texts)],
+                                                               "modal": "text", "topK": 10}
         if kind == "image":
-            return "/vector-service/inference-query", {"tableName": "bench", "content": images[i % len(images)],
-                                                       "modal": "image", "topK": 10}
+            return "POST", "/vector-service/inference-query", {"tableName": "bench", "content": images[i % len(images)],
+                                                               "modal": "image", "topK": 10}
+        if kind == "ha-image":  # the SDK's default search: GET, the whole HA string (image included) in the URL
+            ha = (f"config=hit:10,format:json&&query=image_index:'{images[i % len(images)]}&modal=image&n=10'"
+                  "&&cluster=bench")
+            return "GET", "/query?" + urllib.parse.urlencode({"query": ha}), None
         text = base64.b64encode(texts[i % len(texts)].encode()).decode()
-        return "/query", {"assemblyQuery": f"config=hit:10,format:json&&query=image_index:'{text}&modal=text&n=10'"
-                                            "&&cluster=bench"}
+        return "POST", "/query", {"assemblyQuery": f"config=hit:10,format:json&&query=image_index:'{text}&modal=text&n=10'"
+                                                    "&&cluster=bench"}
 
     # http.client, not httpx: the load generator shares the 2 cores with the server, and the
     # lightest Python client leaves the most CPU to what is measured (client overhead p50
@@ -148,10 +152,10 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
         return conn
 
     def post(conn: http.client.HTTPConnection, i: int) -> tuple[float, http.client.HTTPResponse, bytes]:
-        path, payload = body(i)
-        data = json.dumps(payload).encode()
+        method, path, payload = request(i)
+        data = json.dumps(payload).encode() if payload is not None else None
         t0 = time.perf_counter()
-        conn.request("POST", path, body=data, headers=headers)
+        conn.request(method, path, body=data, headers=headers)
         r = conn.getresponse()
         text = r.read()
         return (time.perf_counter() - t0) * 1000, r, text
@@ -190,7 +194,9 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=10000)
     ap.add_argument("--requests", type=int, default=200, help="requests per (kind, concurrency)")
     ap.add_argument("--concurrency", default="1,4,16")
-    ap.add_argument("--kinds", default="text,image,ha-text")
+    ap.add_argument("--kinds", default="text,image,ha-text,ha-image",
+                    help="text / image: vector-service inference-query; ha-text: POST /query; "
+                         "ha-image: GET /query with the image in the URL (the HA SDK's default)")
     ap.add_argument("--index-type", default="HNSW", choices=["HNSW", "Linear", "Qc"])
     ap.add_argument("--image-size", type=int, default=224, help="query image side (JPEG)")
     ap.add_argument("--models", type=Path, default=None, help="model registry config (default: tiny CLIP)")

@@ -341,6 +341,9 @@ def test_answer_ha_query_end_to_end_and_errors(data):
     assert status == 400 and "dimensions" in body["errors"][0]["message"] and body["result"]["numHits"] == 0
     body, status = answer_ha_query("config=format:xml,hit:x&&query=vec_index:'1,2'", data.engine, None)
     assert status == 400 and ET.fromstring(body.split("\n", 1)[1]).find("Error/ErrorCode").text == "2001"
+    # parsed, then refused by the planner: the format comes from the parsed config
+    body, status = answer_ha_query("config=hit:3,format:xml&&query=vec_index:'1,2'", data.engine, None)
+    assert status == 400 and ET.fromstring(body.split("\n", 1)[1]).find("Error/ErrorCode") is not None
     body, status = answer_ha_query(f"query=vec_index:'{vec_text(q)}'&&cluster=nosuch_table_xx", data.engine, None)
     assert status == 200
 

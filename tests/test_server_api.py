@@ -290,6 +290,15 @@ def test_native_ha3_get_url_with_literal_clauses_is_answered(client):
     assert sdk.status_code == 200 and sdk.json()["result"]["items"] == items
 
 
+def test_sql_queries_are_refused_by_name_on_get_and_post(client):
+    query = f"config=hit:2,format:json&&query=image_index:'{png_b64((255, 0, 0))}&modal=image&n=2'&&cluster=images"
+    assert ha(client, query).status_code == 200  # the same query without type=sql is answered
+    for r in (client.get("/query", params={"query": query, "type": "SQL"}, headers=basic(ADMIN)),
+              client.post("/query?type=sql", json={"assemblyQuery": query}, headers=basic(ADMIN))):
+        assert r.status_code == 400
+        assert "SQL queries are not supported" in r.json()["errors"][0]["message"]
+
+
 def test_unknown_paths_and_methods_answer_in_ha_format(client):
     # Routes sit flat on the app (common.add_routes): a wrong method on a known path must
     # still be told from an unknown path.

@@ -20,12 +20,19 @@ def answer_ha_query(text: str, engine: Any, embedder: Any) -> tuple[dict[str, An
     requested format (xml when the config clause asks for it, even if the rest is broken)
     with the error's HTTP status; nothing raises for bad input."""
     t0 = time.perf_counter()
-    fmt = "xml" if isinstance(text, str) and _XML.search(text) else "json"
+    q = None
     try:
         q = parse_ha_query(text)
-        fmt = q.config.format if q.config.format == "xml" else "json"
         plan, opts = plan_ha_query(q, engine)
         result = execute(plan, engine, embedder, None, distinct=opts.distinct, aggregates=opts.aggregates)
         return format_ha_response(result, opts, time.perf_counter() - t0), 200
     except AdapterError as err:
-        return format_ha_error(err, fmt), err.http_status
+        return format_ha_error(err, _error_format(text, q)), err.http_status
+
+
+def _error_format(text: Any, q: Any) -> str:
+    """The parsed config's format; for a query that did not parse, a scan for format:xml. Only
+    errors pay for the scan (0.5 ms over a query that carries a Base64 image)."""
+    if q is not None:
+        return "xml" if q.config.format == "xml" else "json"
+    return "xml" if isinstance(text, str) and _XML.search(text) else "json"
