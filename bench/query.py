@@ -151,7 +151,7 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
         conn.connect()  # before the first request, so no request's latency includes the handshake
         return conn
 
-    def post(conn: http.client.HTTPConnection, i: int) -> tuple[float, http.client.HTTPResponse, bytes]:
+    def send(conn: http.client.HTTPConnection, i: int) -> tuple[float, http.client.HTTPResponse, bytes]:
         method, path, payload = request(i)
         data = json.dumps(payload).encode() if payload is not None else None
         t0 = time.perf_counter()
@@ -167,7 +167,7 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
                     i = next(counter, None)
                 if i is None:
                     return
-                dt, r, text = post(conn, i)
+                dt, r, text = send(conn, i)
                 if r.status != 200:
                     errors.append(text[:200].decode("utf-8", "replace"))
                     continue
@@ -178,7 +178,7 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
     # warm-up (model load, first-request paths), not measured
     with contextlib.closing(connect()) as conn:
         for i in range(10):
-            post(conn, i)
+            send(conn, i)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
