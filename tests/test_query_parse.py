@@ -119,6 +119,12 @@ def test_url_query_shapes_sdk_and_native():
         ha_query_from_url_query("")
     with pytest.raises(QueryError):
         ha_query_from_url_query("query=%ff%fe")
+    # pairs the HTTP layer already parsed are used as they are; a lenient parse of bad bytes
+    # (U+FFFD) does not slip through
+    sdk = urlencode({"query": text})
+    assert ha_query_from_url_query(sdk, [("query", "parsed")]) == "parsed"
+    with pytest.raises(QueryError, match="not valid percent-encoded UTF-8"):
+        ha_query_from_url_query("query=%ff%fe", [("query", "\ufffd\ufffd")])
 
 
 def test_filter_grammar():

@@ -123,6 +123,7 @@ def test_push_data_source_name_rules(client):
     ("get", "/query", {"params": {"query": "config=hit:2&&query=nosuchindex:'1,2'"}}, "ha"),
     ("get", "/query", {"params": {"query": ""}}, "ha"),
     ("get", "/query", {"params": {"query": "x", "type": "sql"}}, "ha"),
+    ("get", "/query?query=%ff%fe", {}, "ha"),  # not UTF-8 once percent-decoded
     ("post", "/query", {"content": b"{not json", "headers": {"content-type": "application/json"}}, "ha"),
     ("post", "/query", {"json": {"assemblyQuery": 5}}, "ha"),
     ("post", "/query", {"content": b"<xml/>", "headers": {"content-type": "application/xml"}}, "ha"),

@@ -114,19 +114,25 @@ def decode_raw_query_string(raw: str) -> str:
         raise QueryError(f"query string is not valid percent-encoded UTF-8: {exc.reason}", "query offset 0") from None
 
 
-def ha_query_from_url_query(raw: str) -> str:
+def ha_query_from_url_query(raw: str, parsed: list[tuple[str, str]] | None = None) -> str:
     """The HA query text of a ``GET /query?...`` request, from the RAW URL query string.
 
     Two shapes reach us: the SDK's ``query=<urlencoded HA string>`` (form encoding: ``+``
     is a space, so it is decoded with ``unquote_plus``) and HA3's native
     ``config=...&&query=...`` (literal ``&&``; percent-decoded once, ``+`` kept).
+
+    ``parsed``: the same query string already split into form-decoded pairs (the HTTP layer
+    has them), which spares decoding a Base64 image a second time. A lenient parse turns
+    bytes that are not UTF-8 into U+FFFD; then the strict parse here runs to refuse them.
     """
     if "&&" in raw:
         return decode_raw_query_string(raw)
-    try:
-        pairs = parse_qsl(raw, keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise QueryError("query string is not valid percent-encoded UTF-8", "query offset 0") from None
+    pairs = parsed
+    if pairs is None or any("\ufffd" in k or "\ufffd" in v for k, v in pairs):
+        try:
+            pairs = parse_qsl(raw, keep_blank_values=True, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            raise QueryError("query string is not valid percent-encoded UTF-8", "query offset 0") from None
     values = [v for k, v in pairs if k == "query"]
     if len(values) != 1:
         if not pairs:
