@@ -143,22 +143,44 @@ def test_cli_makes_openmp_threads_sleep_unless_told_otherwise(given, expected):
     assert out.stdout.strip() == expected
 
 
-def test_default_limits_reject_a_30_mb_base64_image_with_413(tmp_path):
-    from fastapi.testclient import TestClient
-
+def _runtime_with_limits(tmp_path, **limits):
+    """A runtime over ``tmp_path`` with one user a:b and ``limits`` set on the defaults."""
     from adapter.runtime import Runtime
-    from adapter.server.app import create_app
 
     s = Settings.load(None, env={"HA3_ADAPTER_USERNAME": "a", "HA3_ADAPTER_PASSWORD": "b"},
                       overrides={"data_dir": tmp_path / "d"})
-    s.limits.max_push_documents = 3
-    runtime = Runtime.from_settings(s)
-    auth = {"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}
+    for name, value in limits.items():
+        setattr(s.limits, name, value)
+    return Runtime.from_settings(s)
+
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}
+
+
+def _raw_exchange(base: str, request: bytes) -> bytes:
+    """Send raw HTTP bytes to a live server and read until it closes the connection."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with socket.create_connection(("127.0.0.1", urlsplit(base).port), timeout=10) as conn:
+        conn.sendall(request)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_default_limits_reject_a_30_mb_base64_image_with_413(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from adapter.server.app import create_app
+
+    runtime = _runtime_with_limits(tmp_path, max_push_documents=3)
     with TestClient(create_app(runtime)) as c:
         body = json.dumps({"tableName": "t", "content": "A" * (30 * 1024 * 1024), "modal": "image"})
-        r = c.post("/vector-service/inference-query", content=body, headers={**auth, "content-type": "application/json"})
+        r = c.post("/vector-service/inference-query", content=body, headers={**AUTH, "content-type": "application/json"})
         assert r.status_code == 413 and "limit is 20971520 bytes" in r.json()["errorMsg"]
-        r = c.post("/update/t/actions/bulk", json=[{"cmd": "delete", "fields": {"id": i}} for i in range(4)], headers=auth)
+        r = c.post("/update/t/actions/bulk", json=[{"cmd": "delete", "fields": {"id": i}} for i in range(4)], headers=AUTH)
         assert r.status_code == 413 and "limit is 3 per request" in r.json()["errors"][0]["message"]
     runtime.close()
 
@@ -166,68 +188,39 @@ def test_default_limits_reject_a_30_mb_base64_image_with_413(tmp_path):
 def test_request_head_over_the_cap_gets_400_and_a_closed_connection(tmp_path):
     # httptools has no head-size limit of its own; ours follows max_query_string_bytes
     # (x3 for URL-encoding, + 64 KiB for headers): here 1000 → a 68,536-byte head.
-    import socket
-    from urllib.parse import urlsplit
-
     from _server_support import live_server
 
-    from adapter.runtime import Runtime
+    runtime = _runtime_with_limits(tmp_path, max_query_string_bytes=1000)
 
-    s = Settings.load(None, env={"HA3_ADAPTER_USERNAME": "a", "HA3_ADAPTER_PASSWORD": "b"},
-                      overrides={"data_dir": tmp_path / "d"})
-    s.limits.max_query_string_bytes = 1000
-    runtime = Runtime.from_settings(s)
-
-    def ask(port: int, url_len: int, header_len: int = 0) -> bytes:
-        head = (f"GET /health?pad={'x' * url_len} HTTP/1.1\r\nHost: x\r\n"
+    def head(url_len: int, header_len: int = 0) -> bytes:
+        return (f"GET /health?pad={'x' * url_len} HTTP/1.1\r\nHost: x\r\n"
                 f"X-Pad: {'y' * header_len}\r\nConnection: close\r\n\r\n").encode()
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(head)
-            chunks = []
-            while chunk := conn.recv(65536):  # the server closes the connection either way
-                chunks.append(chunk)
-        return b"".join(chunks)
 
     with live_server(runtime) as base:
-        port = urlsplit(base).port
-        assert ask(port, 60_000).startswith(b"HTTP/1.1 200")  # a long URL under the cap reaches the app
-        for over in (ask(port, 70_000), ask(port, 10, header_len=70_000)):  # URL, then a header, past the cap
-            assert over.startswith(b"HTTP/1.1 400") and b"Invalid HTTP request" in over
+        assert _raw_exchange(base, head(60_000)).startswith(b"HTTP/1.1 200")  # under the cap: reaches the app
+        for over in (head(70_000), head(10, header_len=70_000)):  # URL, then a header, past the cap
+            answer = _raw_exchange(base, over)  # the server closes the connection either way
+            assert answer.startswith(b"HTTP/1.1 400") and b"Invalid HTTP request" in answer
     runtime.close()
 
 
 def test_chunked_bodies_over_a_live_socket_are_read_and_capped(tmp_path):
     # No Content-Length: the body limit is counted while the chunks stream in (limits.py),
     # through the real HTTP parser; a body under the limit is answered as usual.
-    import socket
-    from urllib.parse import urlsplit
-
     from _server_support import live_server
 
-    from adapter.runtime import Runtime
+    runtime = _runtime_with_limits(tmp_path, max_body_bytes=10_000)
 
-    s = Settings.load(None, env={"HA3_ADAPTER_USERNAME": "a", "HA3_ADAPTER_PASSWORD": "b"},
-                      overrides={"data_dir": tmp_path / "d"})
-    s.limits.max_body_bytes = 10_000
-    runtime = Runtime.from_settings(s)
-    auth = base64.b64encode(b"a:b").decode()
-
-    def post_chunked(port: int, body: bytes) -> tuple[bytes, dict]:
+    def post_chunked(base: str, body: bytes) -> tuple[bytes, dict]:
         chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4000]), body[i:i + 4000]) for i in range(0, len(body), 4000))
-        head = (f"POST /vector-service/query HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+        head = (f"POST /vector-service/query HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(head + chunks + b"0\r\n\r\n")
-            data = b""
-            while chunk := conn.recv(65536):
-                data += chunk
-        status, _, rest = data.partition(b"\r\n")
+        status, _, rest = _raw_exchange(base, head + chunks + b"0\r\n\r\n").partition(b"\r\n")
         return status, json.loads(rest.partition(b"\r\n\r\n")[2] or b"{}")
 
     with live_server(runtime) as base:
-        port = urlsplit(base).port
-        status, body = post_chunked(port, json.dumps({"tableName": "nosuch", "vector": [0.5] * 512}).encode())
+        status, body = post_chunked(base, json.dumps({"tableName": "nosuch", "vector": [0.5] * 512}).encode())
         assert status.startswith(b"HTTP/1.1 404") and "nosuch" in body["errorMsg"]  # read whole, then answered
-        status, body = post_chunked(port, json.dumps({"tableName": "t", "content": "A" * 20_000}).encode())
+        status, body = post_chunked(base, json.dumps({"tableName": "t", "content": "A" * 20_000}).encode())
         assert status.startswith(b"HTTP/1.1 413") and "limit is 10000 bytes" in body["errorMsg"]
     runtime.close()
