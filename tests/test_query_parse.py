@@ -250,3 +250,40 @@ def test_clause_split_tokens_match_the_plain_alternation(text):
 
     fast = [(m.group(), m.start()) for m in _SPLIT_TOKENS.finditer(text) if m.group() != "&"]
     assert fast == [(m.group(), m.start()) for m in re.finditer(r"&&|['\"]", text)]
+
+
+def _split_char_by_char(text: str):
+    """Reference for _split_clauses: one character at a time, no regex, no jumps."""
+    parts, start, quote, quote_at, i = [], 0, None, None, 0
+    while i < len(text):
+        c = text[i]
+        if quote is not None:
+            if c == quote:
+                quote = None
+        elif c in "'\"":
+            quote, quote_at = c, i
+        elif text.startswith("&&", i):
+            parts.append((text[start:i], start))
+            start = i + 2
+            i += 2
+            continue
+        i += 1
+    if quote is not None:
+        return ("unbalanced", quote_at)
+    return parts + [(text[start:], start)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="a&'\" =", max_size=40))
+def test_clause_split_matches_a_char_by_char_scan(text):
+    """Jumping from a quote to its closing twin splits exactly as walking every character."""
+    from adapter.query.haquery import _split_clauses
+
+    expected = _split_char_by_char(text)
+    try:
+        got = _split_clauses(text)
+    except QueryError as exc:
+        assert expected[0] == "unbalanced", (text, exc)
+        assert exc.location == f"query offset {expected[1]}"
+    else:
+        assert got == expected

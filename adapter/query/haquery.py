@@ -145,8 +145,8 @@ def ha_query_from_url_query(raw: str, parsed: list[tuple[str, str]] | None = Non
 
 
 # A quote or an ampersand (doubled when it is "&&"); lone "&" (inside vector terms) is skipped
-# below. Starting with a character class lets the regex engine scan a 50 KB Base64 image
-# ~4x faster than the plain alternation ``&&|['"]`` (0.12 against 0.45 ms).
+# below. Starting with a character class lets the regex engine scan ~4x faster than the plain
+# alternation ``&&|['"]``.
 _SPLIT_TOKENS = re.compile(r"[&'\"](?:(?<=&)&)?")
 
 
@@ -155,23 +155,20 @@ def _split_clauses(text: str) -> list[tuple[str, int]]:
     vector terms (whose JSON may hold double quotes); double quotes wrap filter strings
     (which may hold an apostrophe)."""
     parts: list[tuple[str, int]] = []
-    quote: str | None = None
-    quote_at: int | None = None
-    start = 0
-    for m in _SPLIT_TOKENS.finditer(text):  # only quotes and && matter: skip the rest fast
+    start = pos = 0
+    while (m := _SPLIT_TOKENS.search(text, pos)) is not None:
         tok, i = m.group(), m.start()
-        if tok == "&":
-            continue
+        pos = m.end()
         if tok == "&&":
-            if quote is None:
-                parts.append((text[start:i], start))
-                start = m.end()
-        elif quote is None:
-            quote, quote_at = tok, i
-        elif tok == quote:
-            quote = quote_at = None
-    if quote_at is not None:
-        raise _err("unbalanced single quote" if quote == "'" else "unbalanced double quote", quote_at)
+            parts.append((text[start:i], start))
+            start = pos
+        elif tok != "&":
+            # Inside quotes only the closing twin matters: str.find jumps over a 50 KB Base64
+            # image at memchr speed, where the token scan took 0.12 ms.
+            close = text.find(tok, pos)
+            if close < 0:
+                raise _err("unbalanced single quote" if tok == "'" else "unbalanced double quote", i)
+            pos = close + 1
     parts.append((text[start:], start))
     return parts
 
