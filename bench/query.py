@@ -5,8 +5,12 @@
 Sets up a table (the seed's Base64 schema, HNSW) in a temp data dir, fills it with
 ``--docs`` random unit vectors written straight to the embedded engine (the benchmark is
 about serving, not ingest), starts ``ha3-adapter serve`` in a subprocess with a tiny CLIP
-(default) or a registry config you pass (``--models FILE``), then drives it with keep-alive
-http.client connections in threads. Each response carries the server's own timings
+(default) or a registry config you pass (``--models FILE``), then drives it with one keep-alive
+connection per client from a single asyncio thread: raw HTTP/1.1 requests built up front,
+responses parsed by httptools. The load generator shares the machine's cores with the server,
+and the lightest one leaves the most CPU to what is measured (on 2 cores: 16-client QPS 10-30%
+higher than with http.client threads). ``--client threads`` drives the same load with
+http.client in threads, as blocking SDK callers do. Each response carries the server's own timings
 (``X-Embed-Time-Ms``, ``X-Engine-Time-Ms``, ``X-Receive-Time-Ms``, ``X-Service-Time-Ms``), so
 per request:
 
@@ -14,8 +18,9 @@ per request:
     client overhead  = client latency    - embed - engine            (adds HTTP + client stack)
 
 receive (X-Receive-Time-Ms) is the wait for the request body to come off the socket: the
-client's and the network's pace, not the service's work (the client sends headers and body in
-two writes, so at one client it is 0.07–0.35 ms, by VM). It is printed in its own column.
+client's and the network's pace, not the service's work (the threads client sends headers and
+body in two writes, so there it is 0.03–0.35 ms at one client, by VM; the asyncio client sends
+one). It is printed in its own column.
 
 Prints p50/p99 latency, QPS and both overheads per (query kind, concurrency). Figures
 only; nothing is asserted.
@@ -117,31 +122,34 @@ def image_b64(seed: int, size: int) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+TEXTS = ["a red dress", "a dog on the beach", "two people riding bicycles", "a black leather shoe"]
+
+
+def make_request(kind: str, i: int, images: list[str]) -> tuple[str, str, dict | None]:
+    if kind == "text":
+        return "POST", "/vector-service/inference-query", {"tableName": "bench", "content": TEXTS[i % len(TEXTS)],
+                                                           "modal": "text", "topK": 10}
+    if kind == "image":
+        return "POST", "/vector-service/inference-query", {"tableName": "bench", "content": images[i % len(images)],
+                                                           "modal": "image", "topK": 10}
+    if kind == "ha-image":  # the SDK's default search: GET, the whole HA string (image included) in the URL
+        ha = (f"config=hit:10,format:json&&query=image_index:'{images[i % len(images)]}&modal=image&n=10'"
+              "&&cluster=bench")
+        return "GET", "/query?" + urllib.parse.urlencode({"query": ha}), None
+    text = base64.b64encode(TEXTS[i % len(TEXTS)].encode()).decode()
+    return "POST", "/query", {"assemblyQuery": f"config=hit:10,format:json&&query=image_index:'{text}&modal=text&n=10'"
+                                                "&&cluster=bench"}
+
+
 def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, total: int, images: list[str]):
-    texts = ["a red dress", "a dog on the beach", "two people riding bicycles", "a black leather shoe"]
+    """One (kind, concurrency) row from http.client connections, one thread per client."""
     results: list[tuple[float, float, float, float]] = []
     lock = threading.Lock()
     counter = iter(range(total))
     errors = []
 
-    def request(i: int) -> tuple[str, str, dict | None]:
-        if kind == "text":
-            return "POST", "/vector-service/inference-query", {"tableName": "bench", "content": texts[i % len(texts)],
-                                                               "modal": "text", "topK": 10}
-        if kind == "image":
-            return "POST", "/vector-service/inference-query", {"tableName": "bench", "content": images[i % len(images)],
-                                                               "modal": "image", "topK": 10}
-        if kind == "ha-image":  # the SDK's default search: GET, the whole HA string (image included) in the URL
-            ha = (f"config=hit:10,format:json&&query=image_index:'{images[i % len(images)]}&modal=image&n=10'"
-                  "&&cluster=bench")
-            return "GET", "/query?" + urllib.parse.urlencode({"query": ha}), None
-        text = base64.b64encode(texts[i % len(texts)].encode()).decode()
-        return "POST", "/query", {"assemblyQuery": f"config=hit:10,format:json&&query=image_index:'{text}&modal=text&n=10'"
-                                                    "&&cluster=bench"}
-
-    # http.client, not httpx: the load generator shares the 2 cores with the server, and the
-    # lightest Python client leaves the most CPU to what is measured (client overhead p50
-    # 0.9-1.0 ms against httpx's 1.2 at one client; 16-client QPS 330-400 against 260-310)
+    # http.client, not httpx: of the blocking clients it leaves the most CPU to the server
+    # (client overhead p50 0.9-1.0 ms against httpx's 1.2 at one client)
     url = urllib.parse.urlsplit(base)
     headers = {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode(),
                "Content-Type": "application/json"}
@@ -152,7 +160,7 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
         return conn
 
     def send(conn: http.client.HTTPConnection, i: int) -> tuple[float, http.client.HTTPResponse, bytes]:
-        method, path, payload = request(i)
+        method, path, payload = make_request(kind, i, images)
         data = json.dumps(payload).encode() if payload is not None else None
         t0 = time.perf_counter()
         conn.request(method, path, body=data, headers=headers)
@@ -189,6 +197,85 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
     return results, wall, errors
 
 
+def run_level_async(base: str, auth: tuple[str, str], kind: str, concurrency: int, total: int, images: list[str]):
+    """The same load from one asyncio thread (uvloop where installed), raw HTTP/1.1 requests
+    prepared up front and responses parsed by httptools: a lighter load generator than
+    http.client threads, leaving more of the shared cores to the server."""
+    import asyncio
+
+    import httptools
+
+    url = urllib.parse.urlsplit(base)
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+
+    def raw(i: int) -> bytes:
+        method, path, payload = make_request(kind, i, images)
+        body = json.dumps(payload).encode() if payload is not None else b""
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\nAuthorization: Basic {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        return head.encode() + body
+
+    prepared = [raw(i) for i in range(max(len(images), len(TEXTS)))]
+    results: list[tuple] = []
+    errors: list[str] = []
+    counter = iter(range(total))
+
+    class Response:
+        def __init__(self):
+            self.headers: dict[bytes, bytes] = {}
+            self.body = b""
+            self.complete = False
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers[name.lower()] = value
+
+        def on_body(self, chunk: bytes) -> None:
+            self.body += chunk
+
+        def on_message_complete(self) -> None:
+            self.complete = True
+
+    async def send(reader, writer, i: int) -> tuple[float, int, Response]:
+        t0 = time.perf_counter()
+        writer.write(prepared[i % len(prepared)])
+        resp = Response()
+        parser = httptools.HttpResponseParser(resp)
+        while not resp.complete:
+            chunk = await reader.read(262144)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            parser.feed_data(chunk)
+        return (time.perf_counter() - t0) * 1000, parser.get_status_code(), resp
+
+    async def worker(reader, writer):
+        while (i := next(counter, None)) is not None:
+            dt, status, resp = await send(reader, writer, i)
+            if status != 200:
+                errors.append(resp.body[:200].decode("utf-8", "replace"))
+                continue
+            h = resp.headers
+            results.append((dt, float(h[b"x-embed-time-ms"]), float(h[b"x-engine-time-ms"]),
+                            float(h[b"x-service-time-ms"]), float(h.get(b"x-receive-time-ms", 0))))
+
+    async def level() -> float:
+        conns = [await asyncio.open_connection(url.hostname, url.port) for _ in range(concurrency)]
+        for i in range(10):  # warm-up, not measured
+            await send(*conns[0], i)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(r, w) for r, w in conns))
+        wall = time.perf_counter() - t0
+        for _, w in conns:
+            w.close()
+        return wall
+
+    try:
+        import uvloop
+        wall = uvloop.run(level())
+    except ImportError:
+        wall = asyncio.run(level())
+    return results, wall, errors
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=10000)
@@ -199,6 +286,8 @@ def main() -> None:
                          "ha-image: GET /query with the image in the URL (the HA SDK's default)")
     ap.add_argument("--index-type", default="HNSW", choices=["HNSW", "Linear", "Qc"])
     ap.add_argument("--image-size", type=int, default=224, help="query image side (JPEG)")
+    ap.add_argument("--client", default="asyncio", choices=["asyncio", "threads"],
+                    help="asyncio: one thread, raw HTTP (lightest); threads: http.client in threads")
     ap.add_argument("--models", type=Path, default=None, help="model registry config (default: tiny CLIP)")
     args = ap.parse_args()
 
@@ -240,7 +329,8 @@ def main() -> None:
         print("-" * len(header))
         for kind in args.kinds.split(","):
             for conc in (int(c) for c in args.concurrency.split(",")):
-                res, wall, errors = run_level(base, ("bench", "bench"), kind, conc, args.requests, images)
+                run = run_level_async if args.client == "asyncio" else run_level
+                res, wall, errors = run(base, ("bench", "bench"), kind, conc, args.requests, images)
                 if errors:
                     print(f"{kind} x{conc}: {len(errors)} errors, first: {errors[0]}")
                 if not res:
