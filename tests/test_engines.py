@@ -318,6 +318,11 @@ def test_fetch_count_aggregate_stats(box):
     e = box.engine
     res = e.fetch(FetchPlan(table=name, ids=[5, 999, 3], output_fields=["title"]))
     assert [(h.pk, h.fields["title"]) for h in res.hits] == [(5, "item-5"), (3, "item-3")]
+    # multi-valued fields come back as the lists that were written, by key and by search
+    [four] = e.fetch(FetchPlan(table=name, ids=[4], output_fields=["tags", "title"])).hits
+    assert four.fields == {"tags": ["even", "t1"], "title": "item-4"}
+    nearest = e.search(knn(name, vecs[7], k=1, output_fields=["tags"])).hits[0]
+    assert (nearest.pk, nearest.fields["tags"]) == (7, ["odd", "t1"])
     [five] = e.fetch(FetchPlan(table=name, ids=[5], include_vector=True, output_fields=[])).hits
     np.testing.assert_allclose(five.vector, vecs[5], rtol=1e-6)
     by_filter = e.fetch(FetchPlan(table=name, filter=Compare(field="title", op="=", value="item-8"), include_vector=True))

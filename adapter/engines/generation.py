@@ -88,6 +88,7 @@ class Generation:
         self.table, self.gen, self.spec, self.path = table, gen, spec, path
         path.mkdir(parents=True, exist_ok=True)
         self.columns = [f for f in spec.attribute_fields]
+        self.json_columns = frozenset(f.name for f in spec.fields if f.multi_value)  # stored as JSON arrays
         for f in self.columns:
             if f.name in RESERVED_COLUMNS:
                 raise SchemaError(f"field name '{f.name}' is reserved by the embedded engine",
@@ -347,8 +348,6 @@ class Generation:
             return self.db.execute(sql, list(params)).fetchall()
 
     def decode_fields(self, names: list[str], values: Sequence[Any]) -> dict[str, Any]:
-        out = {}
-        for name, value in zip(names, values):
-            field = self.spec.field(name)
-            out[name] = json.loads(value) if field is not None and field.multi_value and value is not None else value
-        return out
+        json_columns = self.json_columns
+        return {name: json.loads(value) if name in json_columns and value is not None else value
+                for name, value in zip(names, values)}
