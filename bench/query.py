@@ -125,7 +125,13 @@ def image_b64(seed: int, size: int) -> str:
 TEXTS = ["a red dress", "a dog on the beach", "two people riding bicycles", "a black leather shoe"]
 
 
-def make_request(kind: str, i: int, images: list[str]) -> tuple[str, str, dict | None]:
+def make_request(kind: str, i: int, images: list[str]) -> tuple[str, str, bytes | None]:
+    """Method, path and JSON body (None for GET) of request ``i`` of a kind, for either client."""
+    method, path, payload = _request_parts(kind, i, images)
+    return method, path, json.dumps(payload).encode() if payload is not None else None
+
+
+def _request_parts(kind: str, i: int, images: list[str]) -> tuple[str, str, dict | None]:
     if kind == "text":
         return "POST", "/vector-service/inference-query", {"tableName": "bench", "content": TEXTS[i % len(TEXTS)],
                                                            "modal": "text", "topK": 10}
@@ -141,9 +147,20 @@ def make_request(kind: str, i: int, images: list[str]) -> tuple[str, str, dict |
                                                 "&&cluster=bench"}
 
 
+def basic_auth(auth: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+
+
+def timing_row(latency_ms: float, header) -> tuple[float, float, float, float, float]:
+    """(client latency, embed, engine, service, receive) from a response's timing headers;
+    ``header(name)`` reads one."""
+    return (latency_ms, float(header("x-embed-time-ms")), float(header("x-engine-time-ms")),
+            float(header("x-service-time-ms")), float(header("x-receive-time-ms") or 0))
+
+
 def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, total: int, images: list[str]):
     """One (kind, concurrency) row from http.client connections, one thread per client."""
-    results: list[tuple[float, float, float, float]] = []
+    results: list[tuple[float, float, float, float, float]] = []
     lock = threading.Lock()
     counter = iter(range(total))
     errors = []
@@ -151,8 +168,7 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
     # http.client, not httpx: of the blocking clients it leaves the most CPU to the server
     # (client overhead p50 0.9-1.0 ms against httpx's 1.2 at one client)
     url = urllib.parse.urlsplit(base)
-    headers = {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode(),
-               "Content-Type": "application/json"}
+    headers = {"Authorization": basic_auth(auth), "Content-Type": "application/json"}
 
     def connect() -> http.client.HTTPConnection:
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
@@ -160,10 +176,9 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
         return conn
 
     def send(conn: http.client.HTTPConnection, i: int) -> tuple[float, http.client.HTTPResponse, bytes]:
-        method, path, payload = make_request(kind, i, images)
-        data = json.dumps(payload).encode() if payload is not None else None
+        method, path, body = make_request(kind, i, images)
         t0 = time.perf_counter()
-        conn.request(method, path, body=data, headers=headers)
+        conn.request(method, path, body=body, headers=headers)
         r = conn.getresponse()
         text = r.read()
         return (time.perf_counter() - t0) * 1000, r, text
@@ -180,8 +195,7 @@ def run_level(base: str, auth: tuple[str, str], kind: str, concurrency: int, tot
                     errors.append(text[:200].decode("utf-8", "replace"))
                     continue
                 with lock:
-                    results.append((dt, float(r.getheader("x-embed-time-ms")), float(r.getheader("x-engine-time-ms")),
-                                    float(r.getheader("x-service-time-ms")), float(r.getheader("x-receive-time-ms", 0))))
+                    results.append(timing_row(dt, r.getheader))
 
     # warm-up (model load, first-request paths), not measured
     with contextlib.closing(connect()) as conn:
@@ -206,12 +220,11 @@ def run_level_async(base: str, auth: tuple[str, str], kind: str, concurrency: in
     import httptools
 
     url = urllib.parse.urlsplit(base)
-    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
 
     def raw(i: int) -> bytes:
-        method, path, payload = make_request(kind, i, images)
-        body = json.dumps(payload).encode() if payload is not None else b""
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\nAuthorization: Basic {token}\r\n"
+        method, path, body = make_request(kind, i, images)
+        body = body or b""
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\nAuthorization: {basic_auth(auth)}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         return head.encode() + body
 
@@ -253,9 +266,7 @@ def run_level_async(base: str, auth: tuple[str, str], kind: str, concurrency: in
             if status != 200:
                 errors.append(resp.body[:200].decode("utf-8", "replace"))
                 continue
-            h = resp.headers
-            results.append((dt, float(h[b"x-embed-time-ms"]), float(h[b"x-engine-time-ms"]),
-                            float(h[b"x-service-time-ms"]), float(h.get(b"x-receive-time-ms", 0))))
+            results.append(timing_row(dt, lambda name: resp.headers.get(name.encode())))
 
     async def level() -> float:
         conns = [await asyncio.open_connection(url.hostname, url.port) for _ in range(concurrency)]
