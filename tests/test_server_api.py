@@ -311,3 +311,43 @@ def test_unknown_paths_and_methods_answer_in_ha_format(client):
     assert r.status_code == 405 and "not allowed" in r.json()["errors"][0]["message"], r.text
     r = client.get(f"{TABLES}/images", headers=basic(ADMIN))  # a prefixed router's route keeps its prefix
     assert r.status_code == 200 and "images" in r.text, r.text
+
+
+def test_url_query_pairs_decode_as_starlette_decodes_them():
+    """UrlQueryRoute's C decoder (yarl) must give exactly the pairs Starlette's parse_qsl
+    gives, for any query: escapes cut short, bad UTF-8, '+', blank and repeated keys."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from starlette.datastructures import QueryParams
+
+    from adapter.server.url_query import decode_query
+
+    pieces = st.sampled_from(["a", "query", "=", "&", ";", "+", "%", "%2", "%2B", "%2b", "%3D", "%26", "%25",
+                              "%C3", "%A9", "%E4%BD%A0", "%F0%9F", "%ED%A0%80", "%FF", "%zz", "%00", " ", "#",
+                              "\xe9", "\x80", "'", "/"])
+
+    @settings(max_examples=800, deadline=None)
+    @given(st.lists(pieces, max_size=16))
+    def check(parts):
+        raw = "".join(parts).encode("latin-1")
+        assert decode_query(raw) == QueryParams(raw).multi_items()
+
+    check()
+
+
+def test_get_query_decodes_its_url_without_starlettes_parse_qsl(client, monkeypatch):
+    """The SDK's GET image search carries a 50 KB Base64 image in the URL; Starlette's
+    Python decoder must stay off that path (it is what UrlQueryRoute replaces)."""
+    import starlette.datastructures
+
+    query = f"config=hit:2,format:json&&query=image_index:'{png_b64((255, 0, 0))}&modal=image&n=2'&&cluster=images"
+    expected = ha(client, query)
+    assert expected.status_code == 200, expected.text
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Starlette's parse_qsl decoded a GET /query URL")
+
+    monkeypatch.setattr(starlette.datastructures, "parse_qsl", refuse)
+    r = ha(client, query)
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["items"] == expected.json()["result"]["items"]

@@ -18,8 +18,10 @@ from adapter.errors import PayloadTooLargeError, QueryError
 from adapter.server import docs
 from adapter.server.auth import reader
 from adapter.server.common import json_bytes, offload, parse_json
+from adapter.server.url_query import UrlQueryRoute
 
-router = APIRouter(tags=["HA query"])
+# Query parameters decoded by yarl: GET /query carries Base64 images in its URL (url_query.py).
+router = APIRouter(tags=["HA query"], route_class=UrlQueryRoute)
 
 
 def run_ha_query(runtime: Any, text: str) -> Response:
