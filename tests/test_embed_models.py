@@ -126,6 +126,9 @@ def test_onnx_pair_agrees(clip_dir, images, hf, tmp_path):
     assert enc.dimension == 512
     assert np.abs(enc.encode_images(images) - hf.encode_images(images)).max() < 1e-4
     assert np.abs(enc.encode_texts(TEXTS) - hf.encode_texts(TEXTS)).max() < 1e-4
+    # onnxruntime's idle threads spin by default and starve the service's own threads of CPU
+    for session in (enc._image, enc._text):
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_onnx_dir_missing_files(tmp_path):
