@@ -55,10 +55,13 @@ def _check_len(limit: int, text: str) -> str:
 
 @router.get("/query", summary="HA query string (GET ?query=... or HA3's native ?config=...&&query=...)")
 async def query_get(request: Request, query: str = "", _=Depends(reader)) -> Response:
-    # FastAPI's dependency solver parses request.query_params for every request: check and
-    # reuse those pairs instead of decoding a Base64 image in the URL a second time.
+    # FastAPI's dependency solver decodes request.query_params for every request (cheaply, see
+    # UrlQueryRoute): reuse those pairs instead of decoding a Base64 image a second time. The
+    # raw query comes straight from the scope (ASCII: httptools refuses other bytes in a URL);
+    # request.url would first rebuild and re-split the whole 50 KB URL.
     _check_sql(request)
-    return await offload(_answer_url, request.url.query, request.query_params.multi_items(), _limit(request),
+    raw = request.scope["query_string"].decode("latin-1")
+    return await offload(_answer_url, raw, request.query_params.multi_items(), _limit(request),
                          request.app.state.runtime)
 
 
