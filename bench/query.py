@@ -360,9 +360,9 @@ def main() -> None:
                   f"{'recv p50':>8} {'svc ovh p50':>11} {'svc ovh p99':>11} {'cli ovh p50':>11} {'cli ovh p99':>11}")
         print(header)
         print("-" * len(header))
+        run = run_level_async if args.client == "asyncio" else run_level
         for kind in args.kinds.split(","):
             for conc in (int(c) for c in args.concurrency.split(",")):
-                run = run_level_async if args.client == "asyncio" else run_level
                 res, wall, errors = run(base, ("bench", "bench"), kind, conc, args.requests, images)
                 if errors:
                     print(f"{kind} x{conc}: {len(errors)} errors, first: {errors[0]}")
