@@ -3,6 +3,10 @@ and every response must conform to the documented schema."""
 
 from __future__ import annotations
 
+import atexit
+import tempfile
+from pathlib import Path
+
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis (test extra) not installed")
@@ -11,15 +15,14 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from _server_support import ADMIN, basic, make_settings, push_body, seed_schema  # noqa: E402
 
 
-def _app(tmp_path_factory):
+def _build_app(data_dir: Path):
     from fastapi.testclient import TestClient
 
     from adapter.embed.testing import make_tiny_clip
     from adapter.runtime import Runtime
     from adapter.server.app import create_app
 
-    tmp = tmp_path_factory.mktemp("fuzz")
-    runtime = Runtime.from_settings(make_settings(tmp, make_tiny_clip(tmp / "clip", dim=512)))
+    runtime = Runtime.from_settings(make_settings(data_dir, make_tiny_clip(data_dir / "clip", dim=512)))
     app = create_app(runtime)
     with TestClient(app) as c:
         assert c.post("/openapi/ha3/instances/ha3-adapter/tables", headers=basic(ADMIN),
@@ -28,17 +31,12 @@ def _app(tmp_path_factory):
     return app
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    return _app(tmp_path_factory)
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
-
-
-@pytest.fixture(scope="module")
-def api_schema(app):
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+# Built at collection: schemathesis's fixture-based schema (schemathesis.pytest.from_fixture)
+# breaks on pytest 9 ('Function' object has no attribute '_nodeid'); a module-level schema
+# is the form its pytest plugin supports on every version.
+_data_dir = tempfile.TemporaryDirectory(prefix="ha3-fuzz-")
+atexit.register(_data_dir.cleanup)
+schema = schemathesis.openapi.from_asgi("/openapi.json", _build_app(Path(_data_dir.name)))
 
 
 @pytest.mark.slow
