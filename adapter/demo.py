@@ -157,7 +157,9 @@ def demo_settings(data_dir: Path, *, opensearch: str | None, port: int, models: 
 
     engine: dict[str, Any] = {"kind": "embedded", "data_dir": str(data_dir / "engine")}
     if opensearch:
-        engine = {"kind": "opensearch", "url": opensearch, "data_dir": str(data_dir / "engine")}
+        # refresh: a demo's writes are few, and each one is searchable (and counted) at once,
+        # as on the embedded engine, instead of after the next 1 s index refresh.
+        engine = {"kind": "opensearch", "url": opensearch, "data_dir": str(data_dir / "engine"), "refresh": True}
     return Settings.model_validate({
         "engine": engine,
         "data_dir": str(data_dir),

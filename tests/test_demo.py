@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -65,3 +66,48 @@ def test_demo_rejects_a_missing_images_folder(tmp_path, models_yaml):
                                       "--images", str(tmp_path / "nope"), "--models", str(models_yaml)])
     assert result.exit_code == 2
     assert "--images" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.opensearch
+def test_demo_on_opensearch_answers_as_on_the_embedded_engine(tmp_path, models_yaml):
+    """`ha3-adapter demo --opensearch URL` against the live node: the same 19 photos, and the
+    same top 3 for every photo's caption as the demo on the embedded engine."""
+    from fastapi.testclient import TestClient
+
+    from _opensearch_support import raw_client, require_opensearch
+    from adapter.demo import DEMO_TABLE, demo_password, demo_settings
+    from adapter.runtime import Runtime
+    from adapter.server.app import create_app
+
+    url = require_opensearch()
+    # The demo's table has a fixed name; the test node is disposable, so start it afresh.
+    node = raw_client()
+    if node.indices.exists_alias(name=DEMO_TABLE):
+        for index in node.indices.get_alias(name=DEMO_TABLE):
+            node.indices.delete(index=index)
+    runs = {"embedded": None, "opensearch": url}
+    answers = {}
+    for kind, opensearch in runs.items():
+        data_dir = tmp_path / kind
+        args = ["demo", "--no-serve", "--data-dir", str(data_dir), "--models", str(models_yaml)]
+        result = CliRunner().invoke(app, args + (["--opensearch", opensearch] if opensearch else []))
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.output.strip().splitlines()[-1])
+        assert summary["ingested"] == summary["doc_count"] == len(SHIPPED_PHOTOS), summary
+        settings = demo_settings(data_dir, opensearch=opensearch, port=0, models=models_yaml,
+                                 password=demo_password(data_dir))
+        runtime = Runtime.from_settings(settings)
+        try:
+            with TestClient(create_app(runtime)) as client:
+                token = base64.b64encode(f"{settings.users[0].username}:{demo_password(data_dir)}".encode()).decode()
+                answers[kind] = []
+                for *_, caption in SHIPPED_PHOTOS:
+                    text = base64.b64encode(caption.encode()).decode()
+                    r = client.post("/query", headers={"Authorization": f"Basic {token}"}, json={
+                        "assemblyQuery": f"config=hit:3,format:json&&query={DEMO_TABLE}:'{text}&modal=text&n=3'"})
+                    assert r.status_code == 200 and r.json()["errors"] == [], r.text
+                    answers[kind].append([str(i["fields"]["id"]) for i in r.json()["result"]["items"]])
+        finally:
+            runtime.close()
+    assert all(len(top) == 3 for top in answers["opensearch"])
+    assert answers["opensearch"] == answers["embedded"]

@@ -1,7 +1,10 @@
 """Every request the OpenSearch engine sends, captured at opensearch-py's connection layer.
 
 No cluster: a Connection subclass records method, path, params and body, and answers from
-a small scripted fake. The real opensearch-py Transport still serialises, routes and raises.
+a small scripted fake, which fails the test on any request it was not scripted for. The real
+opensearch-py Transport still serialises, routes and raises. What these tests cover is what
+the live node (tests/test_opensearch_live.py) cannot do: faiss graphs and IVF training need
+the k-NN plugin's native code, which the Maven Central artefact lacks.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from adapter.errors import ConflictError, EngineError, NotFoundError, QueryError
 from adapter.query.plan import (
     AggFunc, AggregatePlan, And, Compare, FetchPlan, InList, Not, Or, SearchParams, SearchPlan, SortKey,
 )
-from adapter.schema import translate
-from adapter.schema.model import DistanceType, VectorIndexType
+from adapter.schema.model import DistanceType, TableSpec, VectorIndexType
 from tests.test_engines import DIM, make_docs, make_spec
 
 Handler = Callable[[str, str, dict, Any], tuple[int, Any]]
@@ -40,7 +42,7 @@ class Recorder:
         for m, pattern, fn in self.routes:
             if m == method and pattern.match(path):
                 return fn(method, path, params, body)
-        return 200, {"acknowledged": True}
+        raise AssertionError(f"unscripted request {method} {path}")  # not an OpenSearch error: the test fails
 
     def calls(self, method: str | None = None) -> list[tuple[str, str]]:
         return [(r["method"], r["path"]) for r in self.requests if method is None or r["method"] == method]
@@ -84,7 +86,7 @@ def rec():
 def engine(rec):
     sleeps: list[float] = []
     e = OpenSearchEngine(url="http://user:s3cret@localhost:9200", connection_class=connection_class(rec),
-                         sleep=sleeps.append, poll_interval_s=0)
+                         sleep=sleeps.append, poll_interval_s=0, knn_library="faiss")
     e.sleeps = sleeps
     yield e
     e.close()
@@ -108,16 +110,32 @@ def search_hits(*pairs) -> dict:
 
 # -- tables ---------------------------------------------------------------------------------
 
+ACK = (200, {"acknowledged": True})
+
+
 def test_create_table_puts_translated_body_then_adds_alias(engine, rec):
     spec = make_spec("items")
     rec.on("HEAD", "/items", (404, {}))
+    rec.on("PUT", "/items__g1", ACK)
+    rec.on("POST", "/_aliases", ACK)
     engine.create_table(spec)
     assert rec.calls() == [("HEAD", "/items"), ("PUT", "/items__g1"), ("POST", "/_aliases")]
     body = rec.requests[1]["body"]
-    expected = translate(spec, index_name="items__g1", shards=1, replicas=0).body
-    expected["mappings"]["_meta"]["ha3_adapter_index"] = {"generation": "g1", "trained": True}
-    assert body == expected
-    assert body["mappings"]["properties"]["vector"]["method"]["name"] == "hnsw"
+    meta = body["mappings"].pop("_meta")
+    assert TableSpec.model_validate(meta["ha3_adapter"]) == spec
+    assert meta["ha3_adapter_index"] == {"generation": "g1", "trained": True, "knn_library": "faiss"}
+    # make_spec: HNSW, max_neighbor_count 32 (m 16), efconstruction 64, ef 64, 16-d, squared L2,
+    # linear_build_threshold left at HA3's 5000.
+    assert body == {
+        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0, "knn": True,
+                               "knn.advanced.approximate_threshold": 5000}},
+        "mappings": {"dynamic": "strict", "properties": {
+            "id": {"type": "long"}, "cate_id": {"type": "long"}, "price": {"type": "double"},
+            "title": {"type": "keyword"}, "tags": {"type": "keyword"},
+            "vector": {"type": "knn_vector", "dimension": DIM, "method": {
+                "name": "hnsw", "engine": "faiss", "space_type": "l2",
+                "parameters": {"m": 16, "ef_construction": 64, "ef_search": 64}}}}},
+    }
     assert rec.requests[2]["body"] == {"actions": [{"add": {"index": "items__g1", "alias": "items"}}]}
 
 
@@ -131,6 +149,8 @@ def test_create_existing_table_is_a_conflict(engine, rec):
 def test_qc_table_trains_an_ivf_model_before_the_index_gets_its_mapping(engine, rec):
     spec = make_spec("qc", index_type=VectorIndexType.QC)
     rec.on("HEAD", "/qc", (404, {}))
+    rec.on("PUT", "/qc__g1", ACK)
+    rec.on("POST", "/_aliases", ACK)
     engine.create_table(spec)
     untrained = rec.requests[1]["body"]
     assert untrained["settings"]["index"]["knn"] is False
@@ -143,6 +163,9 @@ def test_qc_table_trains_an_ivf_model_before_the_index_gets_its_mapping(engine, 
     rec.on("DELETE", "/qc__g1-train", (404, {"error": {"type": "index_not_found_exception"}}))
     rec.on("HEAD", "/qc__g1/_alias/qc", (200, {}))
     rec.on("POST", "/_bulk", (200, {"errors": False, "items": []}))
+    for method, path in [("PUT", "/qc__g1-train"), ("POST", "/qc__g1-train/_refresh"), ("DELETE", "/qc__g1"),
+                         ("POST", "/_plugins/_knn/models/qc__g1-qc-ivf/_train")]:
+        rec.on(method, path, ACK)
     rec.requests.clear()
     _, vecs = make_docs(200)
     engine.train("qc", vecs)
@@ -159,9 +182,13 @@ def test_qc_table_trains_an_ivf_model_before_the_index_gets_its_mapping(engine, 
     bulk = rec.requests[4]["body"]
     assert len(bulk) == 400 and bulk[0] == {"index": {"_index": "qc__g1-train"}}
     np.testing.assert_allclose(bulk[1]["vector"], vecs[0], rtol=1e-6)
-    t = translate(spec, index_name="qc__g1", shards=1, replicas=0, doc_count=200)
-    assert rec.requests[7]["body"] == t.training_body
-    assert t.training_body["method"]["name"] == "ivf"
+    # centroid_count 4 (200 vectors allow up to 200 // 39 = 5 lists); scan_ratio 0.5 of 4 lists is
+    # 2, but HA3's min_scan_doc_cnt floor (20000, capped at the 200 documents) needs all 4.
+    assert rec.requests[7]["body"] == {
+        "training_index": "qc__g1-train", "training_field": "vector", "dimension": DIM,
+        "description": "IVF model for HA3 Qc table qc",
+        "method": {"name": "ivf", "engine": "faiss", "space_type": "l2", "parameters": {
+            "nlist": 4, "nprobes": 4, "encoder": {"name": "sq", "parameters": {"type": "fp16"}}}}}
     final = rec.requests[14]["body"]
     assert final["mappings"]["properties"]["vector"] == {"type": "knn_vector", "model_id": "qc__g1-qc-ivf"}
     assert final["mappings"]["_meta"]["ha3_adapter_index"]["trained"] is True
@@ -173,6 +200,11 @@ def test_failed_training_raises_engine_error_with_the_reason(engine, rec):
     rec.on("GET", "/qc__g1/_count", (200, {"count": 0}))
     rec.on("GET", "/_plugins/_knn/models/qc__g1-qc-ivf", (200, {"state": "failed", "error": "too few vectors"}))
     rec.on("POST", "/_bulk", (200, {"errors": False, "items": []}))
+    rec.on("DELETE", "/qc__g1-train", (404, {"error": {"type": "index_not_found_exception"}}))
+    rec.on("DELETE", "/_plugins/_knn/models/qc__g1-qc-ivf", (404, {"error": "not found"}))
+    for method, path in [("PUT", "/qc__g1-train"), ("POST", "/qc__g1-train/_refresh"),
+                         ("POST", "/_plugins/_knn/models/qc__g1-qc-ivf/_train")]:
+        rec.on(method, path, ACK)
     with pytest.raises(EngineError, match="too few vectors"):
         engine.train("qc", make_docs(50)[1])
 
@@ -272,16 +304,19 @@ def test_knn_query_with_efficient_filter_and_ef_search_and_scores_in_proxima_ter
 def test_score_threshold_becomes_radial_search(engine, rec):
     spec = make_spec("items")
     serve_table(rec, spec)
-    rec.on("POST", "/items__g1/_search", (200, search_hits((1, 1 / 1.5))))
-    engine.search(plan(score_threshold=0.8))
+    at_threshold = float(np.float32(1 / 1.8))  # d = 0.8 as OpenSearch's float32 score carries it
+    rec.on("POST", "/items__g1/_search", (200, search_hits((1, 1 / 1.5), (2, at_threshold), (3, 1 / 1.81))))
+    res = engine.search(plan(score_threshold=0.8))
     knn = rec.requests[-1]["body"]["query"]["knn"]["vector"]
-    assert knn["max_distance"] == 0.8 and "k" not in knn
+    # widened by a float32 step, so that a document exactly at the threshold stays in
+    assert 0.8 <= knn["max_distance"] <= 0.8 + 1e-5 and "k" not in knn
+    assert [h.pk for h in res.hits] == [1, 2]
     ip = make_spec("ip", distance=DistanceType.INNER_PRODUCT)
     serve_table(rec, ip)
     rec.on("POST", "/ip__g1/_search", (200, search_hits((1, 1.9), (2, 0.5))))
     res = engine.search(plan("ip", score_threshold=-0.5))
     knn = rec.requests[-1]["body"]["query"]["knn"]["vector"]
-    assert knn["min_score"] == pytest.approx(1 / 1.5)
+    assert 1 / 1.5 - 1e-5 <= knn["min_score"] <= 1 / 1.5
     assert [h.score for h in res.hits] == [pytest.approx(0.9), pytest.approx(-1.0)][:1]  # -1.0 < sf dropped
 
 
@@ -378,6 +413,9 @@ def test_generation_switch_refreshes_then_swaps_alias_in_one_request_then_drops_
     serve_table(rec, spec)
     rec.on("GET", "/items__g2/_mapping", (200, mapping_response(spec, "items__g2", {"generation": "g2", "trained": True})))
     rec.on("GET", r"/_cat/indices/items__g\*", (200, [{"index": "items__g1", "docs.count": "3"}]))
+    for method, path in [("PUT", "/items__g2"), ("POST", "/items__g2/_refresh"), ("POST", "/_aliases"),
+                         ("DELETE", "/items__g1")]:
+        rec.on(method, path, ACK)
     gen = engine.begin_generation("items")
     assert gen == "g2" and rec.calls()[-1] == ("PUT", "/items__g2")
     rec.requests.clear()
@@ -393,3 +431,70 @@ def test_scores_convert_both_ways():
         assert to_proxima(from_proxima(d, DistanceType.SQUARED_EUCLIDEAN), DistanceType.SQUARED_EUCLIDEAN) == pytest.approx(d)
     for ip in (-3.0, -0.2, 0.0, 0.7, 5.0):
         assert to_proxima(from_proxima(ip, DistanceType.INNER_PRODUCT), DistanceType.INNER_PRODUCT) == pytest.approx(ip)
+
+
+# -- a k-NN plugin without native code: Lucene graphs ------------------------------------------
+
+NODES_LUCENE = {"nodes": {"n1": {"attributes": {"knn_library": "lucene"}}}}
+
+
+def lucene_engine(rec):
+    return OpenSearchEngine(url="http://localhost:9200", connection_class=connection_class(rec),
+                            sleep=lambda s: None, knn_library="auto")
+
+
+@pytest.mark.parametrize("nodes,library", [(NODES_LUCENE, "lucene"), ({"nodes": {"n1": {}}}, "faiss"), ({}, "faiss")])
+def test_auto_reads_the_library_from_the_nodes_once(rec, nodes, library):
+    engine = lucene_engine(rec)
+    rec.on("GET", "/_nodes", (200, nodes))
+    assert engine.knn_library == library and engine.knn_library == library
+    assert rec.calls() == [("GET", "/_nodes")]
+    assert rec.requests[0]["params"] == {"filter_path": "nodes.*.attributes.knn_library"}
+
+
+def test_lucene_hnsw_table_maps_to_a_lucene_graph_and_sends_ef_with_each_query(rec):
+    engine = lucene_engine(rec)
+    rec.on("GET", "/_nodes", (200, NODES_LUCENE))
+    rec.on("HEAD", "/items", (404, {}))
+    rec.on("PUT", "/items__g1", ACK)
+    rec.on("POST", "/_aliases", ACK)
+    spec = make_spec("items")
+    engine.create_table(spec)
+    body = rec.requests[2]["body"]
+    # m = max_neighbor_count / 2, efconstruction as given; no approximate_threshold (a faiss setting)
+    assert body["settings"]["index"] == {"number_of_shards": 1, "number_of_replicas": 0, "knn": True}
+    assert body["mappings"]["properties"]["vector"] == {"type": "knn_vector", "dimension": DIM, "method": {
+        "name": "hnsw", "engine": "lucene", "space_type": "l2", "parameters": {"m": 16, "ef_construction": 64}}}
+    meta = {"generation": "g1", "trained": True, "knn_library": "lucene"}
+    serve_table(rec, spec, meta=meta)
+    rec.on("POST", "/items__g1/_search", (200, search_hits((4, 1 / 1.25))))
+    engine.search(plan())
+    assert rec.requests[-1]["body"]["query"]["knn"]["vector"]["method_parameters"] == {"ef_search": 64}
+    engine.search(plan(search_params=SearchParams(ef_search=2)))  # never below k
+    assert rec.requests[-1]["body"]["query"]["knn"]["vector"]["method_parameters"] == {"ef_search": 3}
+    engine.search(plan(score_threshold=1.0))  # Lucene's radial search takes no ef_search
+    assert "method_parameters" not in rec.requests[-1]["body"]["query"]["knn"]["vector"]
+
+
+def test_lucene_qc_table_is_a_lucene_graph_that_needs_no_training(rec):
+    engine = lucene_engine(rec)
+    rec.on("GET", "/_nodes", (200, NODES_LUCENE))
+    rec.on("HEAD", "/qc", (404, {}))
+    rec.on("PUT", "/qc__g1", ACK)
+    rec.on("POST", "/_aliases", ACK)
+    spec = make_spec("qc", index_type=VectorIndexType.QC)
+    engine.create_table(spec)
+    body = rec.requests[2]["body"]
+    assert body["settings"]["index"]["knn"] is True
+    # Qc gives no graph parameters: OpenSearch's Lucene defaults m 16, ef_construction 100
+    assert body["mappings"]["properties"]["vector"]["method"] == {
+        "name": "hnsw", "engine": "lucene", "space_type": "l2", "parameters": {"m": 16, "ef_construction": 100}}
+    assert body["mappings"]["_meta"]["ha3_adapter_index"] == {"generation": "g1", "trained": True, "knn_library": "lucene"}
+    serve_table(rec, spec, meta={"generation": "g1", "trained": True, "knn_library": "lucene"})
+    rec.requests.clear()
+    engine.train("qc", make_docs(100)[1])
+    assert rec.calls() == [("GET", "/qc/_mapping")]  # nothing to train
+    rec.on("POST", "/qc__g1/_search", (200, search_hits()))
+    engine.search(plan("qc", search_params=SearchParams(scan_ratio=0.1)))
+    knn = rec.requests[-1]["body"]["query"]["knn"]["vector"]
+    assert knn == {"vector": [0.5] * DIM, "k": 3}  # no nprobes: a graph has no lists to probe

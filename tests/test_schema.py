@@ -187,3 +187,16 @@ def test_cli_bad_schema_exits_nonzero_without_traceback(tmp_path):
     result = run_cli("schema", "convert", str(bad))
     assert result.returncode != 0
     assert "$.fields[0].field_type" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_lucene_translation_reports_what_it_approximates():
+    from adapter.schema import load_schema_file, translate
+
+    spec = load_schema_file(MAPPINGS / "image_search_oss.json")  # Qc
+    t = translate(spec, knn_library="lucene")
+    notes = {(r.source.rsplit(".", 1)[-1], r.status): r for r in t.report}
+    qc = notes[("vector_index_type", "approximated")]
+    assert "lucene" in qc.target and "IVF" in qc.why
+    assert notes[("linear_build_threshold", "ignored")]
+    assert t.training_body is None and t.model_id is None  # nothing to train for a Lucene graph
+    assert "knn.advanced.approximate_threshold" not in t.body["settings"]["index"]

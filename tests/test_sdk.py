@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import NamedTuple
 
 import httpx
 import pytest
 
+from _opensearch_support import engine_config, unique
 from _server_support import ADMIN, READER, basic, live_server, make_settings, png_b64, push_body, seed_schema
 
 ha3 = pytest.importorskip("alibabacloud_ha3engine", reason="official SDK alibabacloud-ha3engine not installed")
@@ -20,21 +22,31 @@ from Tea.exceptions import TeaException  # noqa: E402
 INSTANCE = "ha3-adapter"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+class Live(NamedTuple):
+    endpoint: str  # host:port, as the SDKs take it
+    table: str
+
+
+@pytest.fixture(scope="module", params=["embedded", pytest.param("opensearch", marks=pytest.mark.opensearch)])
+def server(request, tmp_path_factory):
+    """The service on each engine; the SDK calls are the same for both."""
     from adapter.embed.testing import make_tiny_clip
     from adapter.runtime import Runtime
 
+    extra, table = {}, "image_search"
+    if request.param == "opensearch":
+        extra, table = {"engine": engine_config()}, unique("image_search")  # the node outlives runs
     tmp = tmp_path_factory.mktemp("sdk")
     clip = make_tiny_clip(tmp / "clip", dim=512)
-    runtime = Runtime.from_settings(make_settings(tmp, clip, instance_id=INSTANCE))
+    runtime = Runtime.from_settings(make_settings(tmp, clip, instance_id=INSTANCE, **extra))
     with live_server(runtime) as base:
         assert httpx.get(f"{base}/health").status_code == 200
         # Table from the seed's HA3 schema, exactly as uploaded.
         r = httpx.post(f"{base}/openapi/ha3/instances/{INSTANCE}/tables", headers=basic(ADMIN),
-                       json={"name": "image_search", "schema": seed_schema("image_index")})
+                       json={"name": table, "schema": seed_schema("image_index")})
         assert r.status_code == 200, r.text
-        yield base.removeprefix("http://")
+        yield Live(base.removeprefix("http://"), table)
+        httpx.delete(f"{base}/openapi/ha3/instances/{INSTANCE}/tables/{table}", headers=basic(ADMIN))
     runtime.close()
 
 
@@ -52,22 +64,22 @@ def vec_sdk(endpoint: str, user=ADMIN):
 
 @pytest.fixture(scope="module")
 def pushed(server):
-    client = ha_sdk(server)
+    client = ha_sdk(server.endpoint)
     request = ha_models.PushDocumentsRequestModel({}, push_body(6))
-    response = client.push_documents("image_search", "id", request)
+    response = client.push_documents(server.table, "id", request)
     body = json.loads(response.body)
     assert body["status"] == "OK" and body["written"] == 6
     return server
 
 
 def test_push_documents_add_and_delete(pushed):
-    client = ha_sdk(pushed)
+    client = ha_sdk(pushed.endpoint)
     request = ha_models.PushDocumentsRequestModel({}, [{"cmd": "add", "fields": {"id": 99, "cate_id": 3,
                                                          "vector_source_image": png_b64((9, 9, 9))}},
                                                         {"cmd": "delete", "fields": {"id": 99}}])
-    body = json.loads(client.push_documents("image_search", "id", request).body)
+    body = json.loads(client.push_documents(pushed.table, "id", request).body)
     assert body["status"] == "OK"
-    got = json.loads(vec_sdk(pushed).fetch(vec_models.FetchRequest(table_name="image_search", ids=["99"])).body)
+    got = json.loads(vec_sdk(pushed.endpoint).fetch(vec_models.FetchRequest(table_name=pushed.table, ids=["99"])).body)
     assert got["result"] == []
 
 
@@ -77,7 +89,7 @@ def test_seed_sample_search_with_query_string(pushed):
     query_str = ("config=hit:4,format:json,fetch_summary_type:pk,qrs_chain:search&&query=image_index: "
                  f"'{text}&modal=text&n=10&search_params={{}}'&&cluster=general")
     request = ha_models.SearchRequestModel({}, ha_models.SearchQuery(query=query_str))
-    response = ha_sdk(pushed).search(request)
+    response = ha_sdk(pushed.endpoint).search(request)
     body = json.loads(response.body)
     assert body["errors"] == []
     assert body["result"]["numHits"] == 4 and body["result"]["totalHits"] == 6
@@ -90,7 +102,7 @@ def test_search_by_image_vector_and_post_method(pushed):
                  "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK&&cluster=general")
     request = ha_models.SearchRequestModel({}, ha_models.SearchQuery(query=query_str))
     request.method = "POST"
-    body = json.loads(ha_sdk(pushed).search(request).body)
+    body = json.loads(ha_sdk(pushed.endpoint).search(request).body)
     items = body["result"]["items"]
     assert str(items[0]["fields"]["id"]) == "3"  # the blue square pushed with id 3
 
@@ -109,14 +121,14 @@ def test_sdk_default_get_search_with_a_large_base64_image(pushed):
     assert len(img) > 30_000
     query_str = (f"config=hit:2,format:json&&query=image_index:'{img}&modal=image&n=2'"
                  "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK&&cluster=general")
-    body = json.loads(ha_sdk(pushed).search(ha_models.SearchRequestModel({}, ha_models.SearchQuery(query=query_str))).body)
+    body = json.loads(ha_sdk(pushed.endpoint).search(ha_models.SearchRequestModel({}, ha_models.SearchQuery(query=query_str))).body)
     assert body["errors"] == [] and body["result"]["numHits"] == 2
 
 
 def test_vector_service_query_inference_and_fetch(pushed):
-    client = vec_sdk(pushed)
+    client = vec_sdk(pushed.endpoint)
     # inference_query with an image: the same picture is its own nearest neighbour.
-    r = client.inference_query(vec_models.QueryRequest(table_name="image_search", content=png_b64((0, 255, 0)),
+    r = client.inference_query(vec_models.QueryRequest(table_name=pushed.table, content=png_b64((0, 255, 0)),
                                                        modal="image", top_k=2, output_fields=["cate_id"]))
     body = json.loads(r.body)
     assert body["errorCode"] == 0
@@ -124,33 +136,33 @@ def test_vector_service_query_inference_and_fetch(pushed):
     assert str(body["result"][0]["fields"]["cate_id"]) == "2"
 
     # inference_query with text.
-    r = client.inference_query(vec_models.QueryRequest(table_name="image_search", content="a green square",
+    r = client.inference_query(vec_models.QueryRequest(table_name=pushed.table, content="a green square",
                                                        modal="text", top_k=5))
     assert len(json.loads(r.body)["result"]) == 5
 
     # query with a raw vector, taken from a fetch with includeVector... the embedding is not
     # saved in this schema, so query with the text embedding's neighbour order instead.
-    r = client.query(vec_models.QueryRequest(table_name="image_search", vector=[0.01] * 512, top_k=3,
+    r = client.query(vec_models.QueryRequest(table_name=pushed.table, vector=[0.01] * 512, top_k=3,
                                              output_fields=["cate_id"], filter="cate_id=1"))
     body = json.loads(r.body)
     assert body["result"] and all(str(h["fields"]["cate_id"]) == "1" for h in body["result"])
 
-    r = client.fetch(vec_models.FetchRequest(table_name="image_search", ids=["1", "2"], output_fields=["cate_id"]))
+    r = client.fetch(vec_models.FetchRequest(table_name=pushed.table, ids=["1", "2"], output_fields=["cate_id"]))
     body = json.loads(r.body)
     assert sorted(str(h["id"]) for h in body["result"]) == ["1", "2"]
 
-    stats = json.loads(client.stats("image_search").body)
+    stats = json.loads(client.stats(pushed.table).body)
     assert stats["errorCode"] == 0
 
 
 def test_vector_sdk_table_management_and_active(pushed):
-    client = vec_sdk(pushed)
+    client = vec_sdk(pushed.endpoint)
     names = [t.name for t in client.list_tables().body.result]
-    assert "image_search" in names
-    table = client.get_table("image_search").body.result
+    assert pushed.table in names
+    table = client.get_table(pushed.table).body.result
     assert table.primary_key == "id" and table.field_schema["vector"] == "MULTI_FLOAT"
     assert json.loads(client.active().body)["status"] == "OK"
-    other = vec_client.Client(vec_models.Config(endpoint=pushed, instance_id="ha-cn-other", protocol="http",
+    other = vec_client.Client(vec_models.Config(endpoint=pushed.endpoint, instance_id="ha-cn-other", protocol="http",
                                                 access_user_name=ADMIN[0], access_pass_word=ADMIN[1]))
     with pytest.raises(TeaException) as info:  # this server is configured as instance INSTANCE
         other.list_tables()
@@ -159,13 +171,13 @@ def test_vector_sdk_table_management_and_active(pushed):
 
 def test_sdk_errors_raise_tea_exception(pushed):
     with pytest.raises(TeaException) as info:
-        vec_sdk(pushed, user=(ADMIN[0], "wrong")).query(
-            vec_models.QueryRequest(table_name="image_search", vector=[0.0] * 512))
+        vec_sdk(pushed.endpoint, user=(ADMIN[0], "wrong")).query(
+            vec_models.QueryRequest(table_name=pushed.table, vector=[0.0] * 512))
     assert info.value.code == 401
     with pytest.raises(TeaException) as info:
-        vec_sdk(pushed).query(vec_models.QueryRequest(table_name="nosuch", vector=[0.0] * 512))
+        vec_sdk(pushed.endpoint).query(vec_models.QueryRequest(table_name="nosuch", vector=[0.0] * 512))
     assert info.value.code == 404
     with pytest.raises(TeaException) as info:
-        ha_sdk(pushed, user=READER).push_documents("image_search", "id",
+        ha_sdk(pushed.endpoint, user=READER).push_documents(pushed.table, "id",
                                                    ha_models.PushDocumentsRequestModel({}, push_body(1)))
     assert info.value.code == 403

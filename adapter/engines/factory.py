@@ -23,6 +23,10 @@ class EngineConfig(BaseModel):
     shards: int = Field(1, ge=1)
     replicas: int = Field(0, ge=0)
     refresh: bool = False  # opensearch: refresh after each write batch (tests, small demos)
+    # opensearch: the k-NN library new indexes use. faiss needs the plugin's native code (a
+    # full distribution has it); lucene is for a plugin without it; auto reads the nodes'
+    # `knn_library` attribute (scripts/opensearch.sh sets it to lucene) and defaults to faiss.
+    knn_library: Literal["auto", "faiss", "lucene"] = "auto"
 
     @model_validator(mode="after")
     def _needs_url(self) -> "EngineConfig":
@@ -48,4 +52,5 @@ def open_engine(config: EngineConfig) -> Engine:
         shards=config.shards,
         replicas=config.replicas,
         refresh=config.refresh,
+        knn_library=config.knn_library,
     )

@@ -23,6 +23,13 @@ Writes and refresh
     default); ``refresh=True`` makes every write wait for it (``refresh=wait_for``), and a
     generation is always refreshed before it goes live.
 
+k-NN library
+    ``knn_library`` "faiss" (a full OpenSearch distribution) or "lucene" (a k-NN plugin
+    without its native libraries, such as the Maven Central artefact; there a faiss graph
+    build or IVF training kills the node). "auto" asks the cluster: nodes started by
+    scripts/opensearch.sh declare ``node.attr.knn_library: lucene``; any other cluster gets
+    faiss. Each index records the library it was built with in its ``_meta``.
+
 Scores
     OpenSearch returns ``_score``; engines return proxima_score:
     l2 (squared L2 d, ``_score = 1/(1+d)``) → ``1/_score - 1``;
@@ -31,10 +38,11 @@ Scores
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -48,7 +56,7 @@ from adapter.engines.sqlfilter import attribute_field
 from adapter.errors import ConfigError, ConflictError, EngineError, NotFoundError, QueryError, SchemaError
 from adapter.query.plan import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
 from adapter.schema.model import DistanceType, TableSpec, VectorIndexType
-from adapter.schema.opensearch import META_KEY, SPACE_TYPES, translate
+from adapter.schema.opensearch import META_KEY, SPACE_TYPES, KnnLibrary, translate
 
 try:
     from opensearchpy import OpenSearch
@@ -57,10 +65,13 @@ try:
 except ImportError:  # pragma: no cover
     OpenSearch = None  # type: ignore[assignment]
 
-INDEX_META_KEY = "ha3_adapter_index"  # _meta: {"generation", "trained", "nlist", "model_id"}
+log = logging.getLogger(__name__)
+INDEX_META_KEY = "ha3_adapter_index"  # _meta: {"generation", "trained", "nlist", "model_id", "knn_library"}
+NODE_LIBRARY_ATTR = "knn_library"  # node.attr.knn_library: lucene marks a node without native k-NN code
 ALIAS_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,200}$")
 GEN_INDEX = re.compile(r"^(?P<alias>.+)__g(?P<n>\d+)$")
 BULK_CHUNK = 500
+RADIUS_SLACK = 1e-6  # relative: a few float32 ulps
 
 
 # -- score conversion (REFERENCE.md §4) -------------------------------------------------------
@@ -83,7 +94,8 @@ class OpenSearchEngine:
                  password: str | None = None, verify_certs: bool = True, shards: int = 1, replicas: int = 0,
                  refresh: bool = False, max_retries: int = 4, backoff_s: float = 0.5,
                  train_timeout_s: float = 1800.0, poll_interval_s: float = 2.0,
-                 connection_class: Any | None = None, sleep: Callable[[float], None] = time.sleep):
+                 connection_class: Any | None = None, sleep: Callable[[float], None] = time.sleep,
+                 knn_library: Literal["auto", "faiss", "lucene"] = "auto"):
         if client is None:
             if OpenSearch is None:
                 raise ConfigError("the OpenSearch engine needs the opensearch-py package")
@@ -102,6 +114,7 @@ class OpenSearchEngine:
         self.max_retries, self.backoff_s = max_retries, backoff_s
         self.train_timeout_s, self.poll_interval_s = train_timeout_s, poll_interval_s
         self._sleep = sleep
+        self._knn_library: KnnLibrary | None = None if knn_library == "auto" else knn_library
         self._cache: dict[str, tuple[str, TableSpec, dict]] = {}
         self._lock = threading.Lock()
 
@@ -133,6 +146,18 @@ class OpenSearchEngine:
             return bool(self._call("HEAD", path, not_found=_Missing))  # the transport answers HEAD with a bool
         except _Missing:
             return False
+
+    @property
+    def knn_library(self) -> KnnLibrary:
+        """The library new indexes are built with; "auto" asks the cluster once."""
+        if self._knn_library is None:
+            resp = self._call("GET", "/_nodes", params={"filter_path": f"nodes.*.attributes.{NODE_LIBRARY_ATTR}"})
+            declared = {(n.get("attributes") or {}).get(NODE_LIBRARY_ATTR)
+                        for n in (resp or {}).get("nodes", {}).values()}
+            self._knn_library = "lucene" if "lucene" in declared else "faiss"
+            log.info("k-NN library for new indexes: %s%s", self._knn_library,
+                     " (the cluster declares node.attr.knn_library: lucene)" if self._knn_library == "lucene" else "")
+        return self._knn_library
 
     # -- names and metadata -------------------------------------------------------------
     @staticmethod
@@ -185,10 +210,12 @@ class OpenSearchEngine:
 
     # -- index bodies ------------------------------------------------------------------
     def _create_index(self, spec: TableSpec, concrete: str, generation: str) -> None:
-        t = translate(spec, index_name=concrete, shards=self.shards, replicas=self.replicas)
+        library = self.knn_library
+        t = translate(spec, index_name=concrete, shards=self.shards, replicas=self.replicas, knn_library=library)
         body = t.body
-        meta = {"generation": generation, "trained": spec.vector_index.index_type is not VectorIndexType.QC}
-        if spec.vector_index.index_type is VectorIndexType.QC:
+        untrained = spec.vector_index.index_type is VectorIndexType.QC and library == "faiss"
+        meta = {"generation": generation, "trained": not untrained, "knn_library": library}
+        if untrained:
             # Untrained IVF: a plain vector field, searched exactly until train().
             body["settings"]["index"] = {k: v for k, v in body["settings"]["index"].items()
                                          if not k.startswith("knn")} | {"knn": False}
@@ -214,12 +241,18 @@ class OpenSearchEngine:
         self._forget(table)
 
     def _delete_index(self, index: str, spec: TableSpec) -> None:
+        model_id = None
+        if spec.vector_index.index_type is VectorIndexType.QC:  # a trained IVF index names its model
+            try:
+                model_id = self._index_info(index, spec.name)[2].get("model_id")
+            except NotFoundError:
+                pass
         try:
             self._call("DELETE", f"/{index}", not_found=_Missing)
         except _Missing:
             pass
-        if spec.vector_index.index_type is VectorIndexType.QC:
-            self._delete_model(f"{index}-qc-ivf")
+        if model_id:
+            self._delete_model(model_id)
 
     def _delete_model(self, model_id: str) -> None:
         try:
@@ -296,8 +329,8 @@ class OpenSearchEngine:
 
     def train(self, table: str, sample: np.ndarray, *, generation: str | None = None) -> None:
         concrete, spec, meta = self._target(table, generation)
-        if spec.vector_index.index_type is not VectorIndexType.QC:
-            return
+        if spec.vector_index.index_type is not VectorIndexType.QC or meta.get("knn_library") == "lucene":
+            return  # only a faiss IVF index needs training; a Lucene graph builds as it fills
         sample = np.asarray(sample, dtype=np.float32)
         if sample.ndim != 2 or sample.shape[1] != spec.dimension or len(sample) == 0:
             raise QueryError(f"training sample must be (n, {spec.dimension}) vectors, got {sample.shape}")
@@ -342,7 +375,7 @@ class OpenSearchEngine:
         is_live = self._exists(f"/{concrete}/_alias/{alias}")
         body = t.body
         body["mappings"]["_meta"][INDEX_META_KEY] = {
-            "generation": meta.get("generation"), "trained": True, "model_id": t.model_id,
+            "generation": meta.get("generation"), "trained": True, "model_id": t.model_id, "knn_library": "faiss",
             "nlist": t.training_body["method"]["parameters"]["nlist"]}
         self._call("DELETE", f"/{concrete}")
         self._call("PUT", f"/{concrete}", body=body)
@@ -417,7 +450,8 @@ class OpenSearchEngine:
                 hits.append((pk, to_proxima(float(doc["_score"]), spec.distance)))
             per_vector.append(hits)
         scores = merge_vectors(per_vector, plan.multi_vector_mode)
-        scores = {k: s for k, s in scores.items() if passes_threshold(s, plan.score_threshold, higher)}
+        threshold = _float32_inclusive(plan.score_threshold, higher)
+        scores = {k: s for k, s in scores.items() if passes_threshold(s, threshold, higher)}
         order = sorted(scores, key=sort_keys_fn(plan.sort, higher, lambda k: scores[k],
                                                 lambda k, f: (docs[k].get("_source") or {}).get(f)))
         page = order[plan.start:plan.start + plan.hit]
@@ -439,16 +473,24 @@ class OpenSearchEngine:
         knn: dict[str, Any] = {"vector": vector}
         if plan.score_threshold is not None:
             # Radial search: everything within the threshold, trimmed to the best k by size.
+            threshold = _float32_inclusive(plan.score_threshold, spec.distance.higher_is_better)
             if spec.distance is DistanceType.SQUARED_EUCLIDEAN:
-                knn["max_distance"] = max(0.0, float(plan.score_threshold))
+                knn["max_distance"] = max(0.0, threshold)
             else:
-                knn["min_score"] = from_proxima(float(plan.score_threshold), spec.distance)
+                knn["min_score"] = from_proxima(threshold, spec.distance)
         else:
             knn["k"] = plan.k
         if flt is not None:
             knn["filter"] = flt
         method: dict[str, Any] = {}
-        if vi.index_type is VectorIndexType.QC:
+        if meta.get("knn_library") == "lucene":
+            # HA3's ef goes with every query: a Lucene field has no ef_search of its own.
+            # A Qc table's graph stands in for IVF, so nprobes and scan_ratio have no meaning.
+            # Lucene's radial search takes no ef_search.
+            ef = sp.ef_search or (vi.hnsw.ef_search if vi.hnsw else None)
+            if ef is not None and plan.score_threshold is None:
+                method["ef_search"] = max(ef, plan.k)
+        elif vi.index_type is VectorIndexType.QC:
             nlist = int(meta.get("nlist") or vi.ivf_nlist(None))
             if sp.nprobes is not None:
                 method["nprobes"] = sp.nprobes
@@ -509,10 +551,16 @@ class OpenSearchEngine:
             body["aggs"] = metrics
         resp = self._call("POST", f"/{concrete}/_search", body=body)
 
+        # OpenSearch answers every metric as a double; min/max/sum of an integer field are
+        # integers, as the embedded engine (and HA3) give them.
+        integral = {i for i, fn in enumerate(plan.funcs) if fn.field is not None and fn.func in ("min", "max", "sum")
+                    and attribute_field(spec, fn.field, "aggFuncs").type.is_integer}
+
         def values(bucket: dict, doc_count: int) -> dict:
             out = {}
             for i, fn in enumerate(plan.funcs):
-                out[fn.label] = doc_count if fn.field is None else bucket[f"m{i}"]["value"]
+                value = doc_count if fn.field is None else bucket[f"m{i}"]["value"]
+                out[fn.label] = int(value) if i in integral and value is not None else value
             return out
 
         if not keys:
@@ -524,7 +572,7 @@ class OpenSearchEngine:
         concrete, spec, meta = self._live(table)
         count = int(self._call("GET", f"/{concrete}/_count")["count"])
         extra = {"index": concrete, "trained": meta.get("trained", True), "dimension": spec.dimension,
-                 "distance": spec.distance.value}
+                 "distance": spec.distance.value, "knn_library": meta.get("knn_library", "faiss")}
         if meta.get("nlist"):
             extra["nlist"] = meta["nlist"]
         return TableStats(table=table, doc_count=count, generation=meta.get("generation", ""),
@@ -578,6 +626,19 @@ class OpenSearchEngine:
         self.client.close()
 
 
+def _float32_inclusive(threshold: float | None, higher_is_better: bool) -> float | None:
+    """HA3 ``sf`` widened by a few float32 rounding steps.
+
+    OpenSearch computes and returns scores in float32 (``_score = 1/(1+d)`` or ``1+ip``),
+    so a document exactly at the threshold can come back a rounding step beyond it; it
+    must stay in, as it does on the embedded engine.
+    """
+    if threshold is None:
+        return None
+    slack = RADIUS_SLACK * max(1.0, abs(threshold))
+    return threshold - slack if higher_is_better else threshold + slack
+
+
 class _Missing(Exception):
     """Internal: a 404 the caller expects."""
 
@@ -595,6 +656,10 @@ def _reason(exc: Exception | None) -> str:
     info = getattr(exc, "info", None)
     if isinstance(info, dict) and isinstance(info.get("error"), dict):
         err = info["error"]
+        # "all shards failed" says nothing; the first root cause says what was wrong.
+        causes = err.get("root_cause") or []
+        if causes and isinstance(causes[0], dict) and causes[0].get("reason"):
+            err = causes[0]
         return f"{err.get('type', 'error')}: {err.get('reason', '')}".strip()
     error = getattr(exc, "error", None)
     if isinstance(error, str):

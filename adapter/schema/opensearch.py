@@ -34,6 +34,13 @@ FIELD_TYPES: dict[FieldType, dict[str, Any]] = {
     FieldType.TEXT: {"type": "text"},
 }
 SPACE_TYPES = {DistanceType.SQUARED_EUCLIDEAN: "l2", DistanceType.INNER_PRODUCT: "innerproduct"}
+# Which k-NN library builds the graphs. faiss (the default) needs the plugin's native
+# libraries, which a full OpenSearch distribution ships; "lucene" is for a k-NN plugin
+# without them (the Maven Central artefact scripts/opensearch.sh runs), where a faiss graph
+# build or IVF training kills the node. Lucene HNSW is pure Java.
+KnnLibrary = Literal["faiss", "lucene"]
+# OpenSearch's own defaults for a Lucene HNSW field, used where HA3 gives no graph parameters (Qc).
+LUCENE_DEFAULT_M, LUCENE_DEFAULT_EF_CONSTRUCTION = 16, 100
 # A Base64 image is far longer than a keyword term may be; keep it in _source, unindexed.
 SOURCE_FIELD_IGNORE_ABOVE = 8191
 META_KEY = "ha3_adapter"
@@ -80,8 +87,9 @@ def translate(
     shards: int = 1,
     replicas: int = 1,
     doc_count: int | None = None,
+    knn_library: KnnLibrary = "faiss",
 ) -> Translation:
-    """Build the index body (and, for Qc, the model training request) for ``spec``."""
+    """Build the index body (and, for Qc with faiss, the model training request) for ``spec``."""
     name = index_name or spec.name
     t = Translation(index_name=name, body={})
     vi = spec.vector_index
@@ -96,12 +104,12 @@ def translate(
     properties: dict[str, Any] = {}
     for f in spec.fields:
         if f.name == vi.vector_field:
-            properties[f.name] = _vector_mapping(spec, t, name, doc_count)
+            properties[f.name] = _vector_mapping(spec, t, name, doc_count, knn_library)
         else:
             properties[f.name] = _attribute_mapping(spec, f, t)
 
     pp = f"indexs.{vi.name}.parameters"
-    _note_linear_threshold(spec, t, settings, pp)
+    _note_linear_threshold(spec, t, settings, pp, knn_library)
     mappings: dict[str, Any] = {
         "dynamic": "strict",
         "_meta": {META_KEY: spec.public_dict()},
@@ -152,7 +160,8 @@ def _attribute_mapping(spec: TableSpec, f: FieldSpec, t: Translation) -> dict[st
     return mapping
 
 
-def _vector_mapping(spec: TableSpec, t: Translation, name: str, doc_count: int | None) -> dict[str, Any]:
+def _vector_mapping(spec: TableSpec, t: Translation, name: str, doc_count: int | None,
+                    knn_library: KnnLibrary) -> dict[str, Any]:
     vi = spec.vector_index
     pp = f"indexs.{vi.name}.parameters"
     space = SPACE_TYPES[vi.distance]
@@ -173,6 +182,8 @@ def _vector_mapping(spec: TableSpec, t: Translation, name: str, doc_count: int |
         _note_build_search(vi, t, pp, used=set())
         return field
 
+    if knn_library == "lucene":
+        return _lucene_mapping(spec, t, space, field)
     if vi.index_type is VectorIndexType.QC:
         return _qc_mapping(spec, t, name, space, doc_count, field)
 
@@ -190,6 +201,39 @@ def _vector_mapping(spec: TableSpec, t: Translation, name: str, doc_count: int |
         used.add("builder.quantizer_class")
         t.note(f"{pp}.vector_index_type", "approximated", "hnsw + sq fp16 encoder",
                f"QGraph quantizer {vi.hnsw.quantizer or '(default)'}: faiss in OpenSearch offers fp16 scalar quantization only")
+    field["method"] = method
+    _note_build_search(vi, t, pp, used)
+    return field
+
+
+def _lucene_mapping(spec: TableSpec, t: Translation, space: str, field: dict[str, Any]) -> dict[str, Any]:
+    """HNSW, QGraph and Qc as a Lucene HNSW graph: what a k-NN plugin without native code can build."""
+    vi = spec.vector_index
+    pp = f"indexs.{vi.name}.parameters"
+    why = "knn_library lucene: this cluster's k-NN plugin has no native faiss library"
+    used: set[str] = set()
+    if vi.index_type is VectorIndexType.QC:
+        m, efc = LUCENE_DEFAULT_M, LUCENE_DEFAULT_EF_CONSTRUCTION
+        t.note(f"{pp}.vector_index_type", "approximated",
+               f"method hnsw, engine lucene (m = {m}, ef_construction = {efc})",
+               f"{why}; Qc (IVF) needs faiss to train, so a Lucene graph stands in; "
+               "scan_ratio and centroid_count have no Lucene counterpart")
+    else:
+        m, efc = vi.hnsw_m(), vi.hnsw.ef_construction
+        used = {"builder.max_neighbor_count", "builder.efconstruction", "searcher.ef"}
+        t.note(f"{pp}.vector_index_type", "approximated", "method hnsw, engine lucene", why)
+        t.note(f"{pp}.build_index_params.max_neighbor_count", "approximated", f"m = {m}",
+               f"proxima caps layer-0 links at {vi.hnsw.max_neighbor_count}; Lucene keeps 2*m there")
+        t.note(f"{pp}.build_index_params.efconstruction", "mapped", f"ef_construction = {efc}")
+        t.note(f"{pp}.search_index_params.ef", "mapped", f"method_parameters.ef_search = {vi.hnsw.ef_search} per query",
+               "a Lucene field takes no ef_search in its mapping")
+    method: dict[str, Any] = {"name": "hnsw", "engine": "lucene", "space_type": space,
+                              "parameters": {"m": m, "ef_construction": efc}}
+    if vi.index_type is VectorIndexType.QGRAPH or (vi.hnsw and vi.hnsw.quantizer):
+        method["parameters"]["encoder"] = {"name": "sq"}
+        used.add("builder.quantizer_class")
+        t.note(f"{pp}.vector_index_type", "approximated", "hnsw + Lucene sq encoder (7-bit scalar quantization)",
+               f"QGraph quantizer {(vi.hnsw.quantizer if vi.hnsw else None) or '(default)'}")
     field["method"] = method
     _note_build_search(vi, t, pp, used)
     return field
@@ -258,10 +302,15 @@ def _note_build_search(vi, t: Translation, pp: str, used: set[str]) -> None:
             t.note(f"{pp}.{group}.{short}", "ignored", "-", why)
 
 
-def _note_linear_threshold(spec: TableSpec, t: Translation, settings: dict, pp: str) -> None:
+def _note_linear_threshold(spec: TableSpec, t: Translation, settings: dict, pp: str,
+                           knn_library: KnnLibrary) -> None:
     vi = spec.vector_index
     if vi.index_type is VectorIndexType.LINEAR:
         t.note(f"{pp}.linear_build_threshold", "ignored", "-", "Linear tables never build a graph")
+        return
+    if knn_library == "lucene":
+        t.note(f"{pp}.linear_build_threshold", "ignored", "-",
+               "the threshold governs native (faiss) graph builds; Lucene builds its graph at every flush")
         return
     settings["knn.advanced.approximate_threshold"] = vi.linear_build_threshold
     t.note(f"{pp}.linear_build_threshold", "mapped",
