@@ -103,6 +103,14 @@ class EngineError(AdapterError):
     http_status = 502
 
 
+class EngineUnavailableError(EngineError):
+    """The engine cannot answer completely right now (nodes down, shards unassigned, queues
+    full): try again later. Never a partial answer instead."""
+
+    code = 5004
+    http_status = 503
+
+
 class ConfigError(AdapterError):
     """The service or pipeline configuration is invalid."""
 

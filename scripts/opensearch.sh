@@ -8,7 +8,7 @@
 #       last line (comma-separated for several nodes). A node already running is reused.
 #   scripts/opensearch.sh stop                 stops every node; nothing is left running
 #   scripts/opensearch.sh kill-node I          kill -9 node I (0-based), for failure tests
-#   scripts/opensearch.sh start-node I         starts node I again with its data
+#   scripts/opensearch.sh start-node I         starts node I again with its data, once it has joined
 #   scripts/opensearch.sh status               one line per node
 #
 # Environment: OPENSEARCH_STATE (default .opensearch/ in the repository), JAVA_HOME.
@@ -33,8 +33,8 @@ assemble() {
   command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch OpenSearch from Maven Central"
   echo "assembling OpenSearch $version with the k-NN plugin in $home" >&2
   rm -rf "$home.tmp"
-  mvn -q -B -Dstyle.color=never -f "$project" package -Dnode.home="$home.tmp" >&2 \
-    || die "mvn could not assemble the node (see the Maven output above)"
+  mvn -q -B -Dstyle.color=never -f "$project" package -Dnode.home="$home.tmp" > "$state/mvn.log" 2>&1 \
+    || { cat "$state/mvn.log" >&2; die "mvn could not assemble the node (its output is above)"; }
   rm -rf "$home" && mv "$home.tmp" "$home" && touch "$home/.assembled"
 }
 
@@ -128,11 +128,19 @@ launch() {  # node index
   echo $! > "$dir/pid"
 }
 
-wait_ready() {
-  local url="http://127.0.0.1:$(http_port 0)" deadline=$((SECONDS + ${OPENSEARCH_START_TIMEOUT:-180})) i
-  until curl -fsS "$url/_cluster/health?wait_for_status=yellow&wait_for_nodes=$NODES&timeout=5s" >/dev/null 2>&1; do
+wait_ready() {  # [status]: every live node in the cluster, and that status or better if given
+  local want="${1:+wait_for_status=$1&}" deadline=$((SECONDS + ${OPENSEARCH_START_TIMEOUT:-180})) i live first url
+  while :; do
+    live=0 first=""
     for ((i = 0; i < NODES; i++)); do
-      alive "$i" || { tail -n 30 "$(node_dir "$i")/logs/stdout.log" >&2; die "node $i exited while starting"; }
+      if alive "$i"; then live=$((live + 1)); first="${first:-$i}"; fi
+    done
+    [ "$live" -gt 0 ] || die "no node is running; logs in $state/node-*/logs"
+    url="http://127.0.0.1:$(http_port "$first")"
+    curl -fsS "$url/_cluster/health?${want}wait_for_nodes=>=$live&timeout=5s" >/dev/null 2>&1 && return 0
+    for ((i = 0; i < NODES; i++)); do
+      [ -f "$(node_dir "$i")/pid" ] && ! alive "$i" && {
+        tail -n 30 "$(node_dir "$i")/logs/stdout.log" >&2; die "node $i exited while starting"; }
     done
     [ $SECONDS -lt $deadline ] || die "the cluster was not ready in time; logs in $state/node-*/logs"
     sleep 1
@@ -190,10 +198,11 @@ case "$cmd" in
     assemble
     printf 'NODES=%s\nPORT=%s\nHEAP=%s\n' "$NODES" "$PORT" "$HEAP" > "$cluster_file"
     for ((i = 0; i < NODES; i++)); do launch "$i"; done
-    wait_ready
+    wait_ready yellow
     urls
     ;;
   start-node)
+    # The node has joined; the cluster's colour is the caller's to wait for (others may be down).
     load_cluster; launch "${1:?node index}"; wait_ready; urls ;;
   kill-node)
     load_cluster; stop_node "${1:?node index}" KILL ;;

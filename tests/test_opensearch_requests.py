@@ -498,3 +498,47 @@ def test_lucene_qc_table_is_a_lucene_graph_that_needs_no_training(rec):
     engine.search(plan("qc", search_params=SearchParams(scan_ratio=0.1)))
     knn = rec.requests[-1]["body"]["query"]["knn"]["vector"]
     assert knn == {"vector": [0.5] * DIM, "k": 3}  # no nprobes: a graph has no lists to probe
+
+
+# -- a cluster: shards per table, partial answers --------------------------------------------
+
+def test_shards_and_replicas_come_from_the_table_entry_or_the_default(rec):
+    engine = OpenSearchEngine(url="http://localhost:9200", connection_class=connection_class(rec),
+                              knn_library="faiss", shards=2, replicas=1, table_shards={"Big": (6, 2)})
+    for name in ("big", "small"):
+        rec.on("HEAD", f"/{name}", (404, {}))
+        rec.on("PUT", f"/{name}__g1", ACK)
+    rec.on("POST", "/_aliases", ACK)
+    engine.create_table(make_spec("big"))
+    engine.create_table(make_spec("small"))
+    created = {r["path"]: r["body"]["settings"]["index"] for r in rec.requests if r["method"] == "PUT"}
+    assert (created["/big__g1"]["number_of_shards"], created["/big__g1"]["number_of_replicas"]) == (6, 2)
+    assert (created["/small__g1"]["number_of_shards"], created["/small__g1"]["number_of_replicas"]) == (2, 1)
+
+
+def test_stats_show_shards_replicas_and_health(engine, rec):
+    serve_table(rec, make_spec("items"))
+    rec.on("GET", "/items__g1/_count", (200, {"count": 7, "_shards": {"total": 3, "failed": 0}}))
+    rec.on("GET", "/_cat/indices/items__g1", (200, [{"health": "yellow", "pri": "3", "rep": "1"}]))
+    st = engine.stats("items")
+    assert st.doc_count == 7
+    assert (st.extra["shards"], st.extra["replicas"], st.extra["health"]) == (3, 1, "yellow")
+
+
+def test_a_search_some_shards_did_not_answer_is_a_503_not_a_short_list(engine, rec):
+    from adapter.errors import EngineUnavailableError
+
+    serve_table(rec, make_spec("items"))
+    partial = search_hits((4, 0.8))
+    partial["_shards"] = {"total": 3, "successful": 2, "failed": 1, "failures": [
+        {"shard": 2, "reason": {"type": "no_shard_available_action_exception", "reason": "no shard"}}]}
+    rec.on("POST", "/items__g1/_search", (200, partial))
+    with pytest.raises(EngineUnavailableError, match="1 of 3 shards failed") as info:
+        engine.search(plan())
+    assert info.value.http_status == 503
+    assert rec.requests[-1]["params"] == {"allow_partial_search_results": "false"}
+    rec.on("POST", "/items__g1/_mget", (200, {"docs": [
+        {"_id": "5", "found": True, "_source": {"id": 5}},
+        {"_id": "6", "error": {"type": "no_shard_available_action_exception", "reason": "no shard"}}]}))
+    with pytest.raises(EngineUnavailableError, match="document 6"):
+        engine.get("items", [5, 6])

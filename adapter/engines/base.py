@@ -122,4 +122,8 @@ class Engine(Protocol):
     def generations(self, table: str) -> list[dict[str, Any]]:
         """``[{"generation": id, "live": bool, "doc_count": n, "created": iso8601}, ...]``."""
 
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "degraded" | "unavailable", ...}``, answered fast (for /health)."""
+        ...
+
     def close(self) -> None: ...

@@ -412,6 +412,9 @@ class EmbeddedEngine:
             out.append({"generation": gen, "live": gen == live, "doc_count": g.doc_count(), "created": created})
         return out
 
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok"}
+
     def close(self) -> None:
         with self._lock:
             for gen in self._open.values():

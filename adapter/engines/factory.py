@@ -11,6 +11,17 @@ from adapter.engines.base import Engine
 from adapter.errors import ConfigError
 
 
+class TableShape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # opensearch: shards and replicas of new indexes (HA3 schemas carry none). The defaults fit
+    # one node; `tables` sets them per table, e.g. {image_search: {shards: 3, replicas: 1}}.
+    # Applied when a table is created and at every rebuild (each generation is a new index).
+    shards: int = Field(1, ge=1)
+    replicas: int = Field(0, ge=0)
+    tables: dict[str, TableShape] = Field(default_factory=dict)
+
+
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -20,9 +31,15 @@ class EngineConfig(BaseModel):
     username: str | None = None
     password: SecretStr | None = None  # SecretStr: never printed, logged or dumped
     verify_certs: bool = True
+    # opensearch: shards and replicas of new indexes (HA3 schemas carry none). The defaults fit
+    # one node; `tables` sets them per table, e.g. {image_search: {shards: 3, replicas: 1}}.
+    # Applied when a table is created and at every rebuild (each generation is a new index).
     shards: int = Field(1, ge=1)
     replicas: int = Field(0, ge=0)
+    tables: dict[str, TableShape] = Field(default_factory=dict)
     refresh: bool = False  # opensearch: refresh after each write batch (tests, small demos)
+    # opensearch: how long one request may keep retrying while nodes are down or busy
+    retry_deadline_s: float = Field(60.0, gt=0)
     # opensearch: the k-NN library new indexes use. faiss needs the plugin's native code (a
     # full distribution has it); lucene is for a plugin without it; auto reads the nodes'
     # `knn_library` attribute (scripts/opensearch.sh sets it to lucene) and defaults to faiss.
@@ -51,6 +68,8 @@ def open_engine(config: EngineConfig) -> Engine:
         verify_certs=config.verify_certs,
         shards=config.shards,
         replicas=config.replicas,
+        table_shards={name: (t.shards, t.replicas) for name, t in config.tables.items()},
         refresh=config.refresh,
+        retry_deadline_s=config.retry_deadline_s,
         knn_library=config.knn_library,
     )

@@ -53,15 +53,16 @@ from adapter.engines.results import (
     merge_vectors, passes_threshold, sort_keys_fn, validate_output_fields, validate_search, validate_sort,
 )
 from adapter.engines.sqlfilter import attribute_field
-from adapter.errors import ConfigError, ConflictError, EngineError, NotFoundError, QueryError, SchemaError
+from adapter.engines.opensearch_transport import REFUSED, RetryPolicy, Transport, reason, require_all_shards
+from adapter.errors import (
+    ConfigError, ConflictError, EngineError, EngineUnavailableError, NotFoundError, QueryError, SchemaError,
+)
 from adapter.query.plan import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
 from adapter.schema.model import DistanceType, TableSpec, VectorIndexType
 from adapter.schema.opensearch import META_KEY, SPACE_TYPES, KnnLibrary, translate
 
 try:
     from opensearchpy import OpenSearch
-    from opensearchpy.exceptions import ConnectionError as OSConnectionError
-    from opensearchpy.exceptions import TransportError
 except ImportError:  # pragma: no cover
     OpenSearch = None  # type: ignore[assignment]
 
@@ -71,6 +72,10 @@ NODE_LIBRARY_ATTR = "knn_library"  # node.attr.knn_library: lucene marks a node 
 ALIAS_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,200}$")
 GEN_INDEX = re.compile(r"^(?P<alias>.+)__g(?P<n>\d+)$")
 BULK_CHUNK = 500
+CACHE_S = 5.0  # how long table names and specs are reused before asking the cluster again
+# Metadata reads answered from the node's own cluster state: they keep working (and stay
+# fast) while the cluster has lost its manager; the state is at most moments old.
+LOCAL = {"local": "true"}
 RADIUS_SLACK = 1e-6  # relative: a few float32 ulps
 
 
@@ -93,6 +98,7 @@ class OpenSearchEngine:
     def __init__(self, client: Any | None = None, *, url: str | None = None, username: str | None = None,
                  password: str | None = None, verify_certs: bool = True, shards: int = 1, replicas: int = 0,
                  refresh: bool = False, max_retries: int = 4, backoff_s: float = 0.5,
+                 retry_deadline_s: float = 60.0, table_shards: dict[str, tuple[int, int]] | None = None,
                  train_timeout_s: float = 1800.0, poll_interval_s: float = 2.0,
                  connection_class: Any | None = None, sleep: Callable[[float], None] = time.sleep,
                  knn_library: Literal["auto", "faiss", "lucene"] = "auto"):
@@ -103,7 +109,10 @@ class OpenSearchEngine:
                 raise ConfigError("OpenSearchEngine needs a client or a url")
             kwargs: dict[str, Any] = {"hosts": [u.strip() for u in url.split(",") if u.strip()],
                                       "verify_certs": verify_certs, "ssl_show_warn": verify_certs,
-                                      "max_retries": 0}  # one retry policy: ours, with backoff
+                                      # One retry policy: ours (opensearch_transport.py). A node is
+                                      # put aside only when it cannot be reached, not when it says
+                                      # 503 (the cluster is short of shards, not this node).
+                                      "max_retries": 0, "retry_on_status": ()}
             if username:
                 kwargs["http_auth"] = (username, password or "")
             if connection_class is not None:
@@ -111,35 +120,22 @@ class OpenSearchEngine:
             client = OpenSearch(**kwargs)
         self.client = client
         self.shards, self.replicas, self.refresh = shards, replicas, refresh
-        self.max_retries, self.backoff_s = max_retries, backoff_s
+        # per table (lower-cased alias) from the service config; the rest get shards/replicas
+        self.table_shards = {name.lower(): shape for name, shape in (table_shards or {}).items()}
+        self.max_retries, self.backoff_s = max_retries, backoff_s  # bulk items refused with 429 retry too
+        self._transport = Transport(client, RetryPolicy(max_retries, backoff_s, retry_deadline_s), sleep)
         self.train_timeout_s, self.poll_interval_s = train_timeout_s, poll_interval_s
         self._sleep = sleep
         self._knn_library: KnnLibrary | None = None if knn_library == "auto" else knn_library
         self._cache: dict[str, tuple[str, TableSpec, dict]] = {}
+        self._tables: tuple[float, list[str]] | None = None  # (when listed, names)
         self._lock = threading.Lock()
 
-    # -- transport with retries --------------------------------------------------------
-    def _call(self, method: str, path: str, body: Any = None, params: dict | None = None,
-              not_found: type[Exception] | None = None, what: str = "") -> Any:
-        """One request with backoff on 429/5xx/connection errors; other errors → adapter errors."""
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self.client.transport.perform_request(method, path, params=params, body=body)
-            except OSConnectionError as exc:
-                last = exc
-            except TransportError as exc:
-                status = exc.status_code if isinstance(exc.status_code, int) else 0
-                if status == 429 or status >= 500:
-                    last = exc
-                elif status == 404 and not_found is not None:
-                    raise not_found(what or f"{path} not found") from None
-                else:
-                    raise EngineError(f"OpenSearch rejected {method} {path}: {_reason(exc)}") from None
-            if attempt < self.max_retries:
-                self._sleep(self.backoff_s * (2 ** attempt))
-        raise EngineError(f"OpenSearch unavailable for {method} {path} after {self.max_retries + 1} tries: "
-                          f"{_reason(last)}")
+    # -- transport with retries (opensearch_transport.py) --------------------------------
+    def _call(self, method: str, path: str, body: Any = None, params: dict | None = None, *,
+              idempotent: bool = True, not_found: type[Exception] | None = None, what: str = "") -> Any:
+        return self._transport.call(method, path, body, params, idempotent=idempotent, not_found=not_found,
+                                    what=what)
 
     def _exists(self, path: str) -> bool:
         try:
@@ -159,6 +155,10 @@ class OpenSearchEngine:
                      " (the cluster declares node.attr.knn_library: lucene)" if self._knn_library == "lucene" else "")
         return self._knn_library
 
+    def shape(self, table: str) -> tuple[int, int]:
+        """(shards, replicas) for a table's new indexes: its own entry in the config, or the default."""
+        return self.table_shards.get(table.lower(), (self.shards, self.replicas))
+
     # -- names and metadata -------------------------------------------------------------
     @staticmethod
     def _alias(table: str) -> str:
@@ -170,7 +170,7 @@ class OpenSearchEngine:
 
     def _index_info(self, index: str, table: str) -> tuple[str, TableSpec, dict]:
         """(concrete index, spec, index meta) for an alias or a concrete index name."""
-        resp = self._call("GET", f"/{index}/_mapping", not_found=NotFoundError,
+        resp = self._call("GET", f"/{index}/_mapping", params=LOCAL, not_found=NotFoundError,
                           what=f"table '{table}' does not exist")
         if not resp:
             raise NotFoundError(f"table '{table}' does not exist", location="tableName")
@@ -185,7 +185,7 @@ class OpenSearchEngine:
         alias = self._alias(table)
         with self._lock:
             hit = self._cache.get(alias)
-        if not fresh and hit is not None and hit[2].get("_at", 0) > time.monotonic() - 5:
+        if not fresh and hit is not None and hit[2].get("_at", 0) > time.monotonic() - CACHE_S:
             return hit
         concrete, spec, meta = self._index_info(alias, table)
         meta = dict(meta, _at=time.monotonic())
@@ -201,17 +201,19 @@ class OpenSearchEngine:
     def _forget(self, table: str) -> None:
         with self._lock:
             self._cache.pop(self._alias(table), None)
+            self._tables = None
 
     def _gen_indexes(self, alias: str) -> list[dict]:
         rows = self._call("GET", f"/_cat/indices/{alias}__g*",
-                          params={"format": "json", "h": "index,docs.count,creation.date.string"}) or []
+                          params={"format": "json", "h": "index,docs.count,creation.date.string", **LOCAL}) or []
         out = [r for r in rows if (m := GEN_INDEX.match(r["index"])) and m.group("alias") == alias]
         return sorted(out, key=lambda r: int(GEN_INDEX.match(r["index"]).group("n")))
 
     # -- index bodies ------------------------------------------------------------------
     def _create_index(self, spec: TableSpec, concrete: str, generation: str) -> None:
         library = self.knn_library
-        t = translate(spec, index_name=concrete, shards=self.shards, replicas=self.replicas, knn_library=library)
+        shards, replicas = self.shape(spec.name)
+        t = translate(spec, index_name=concrete, shards=shards, replicas=replicas, knn_library=library)
         body = t.body
         untrained = spec.vector_index.index_type is VectorIndexType.QC and library == "faiss"
         meta = {"generation": generation, "trained": not untrained, "knn_library": library}
@@ -221,7 +223,7 @@ class OpenSearchEngine:
                                          if not k.startswith("knn")} | {"knn": False}
             body["mappings"]["properties"][spec.vector_field] = {"type": "knn_vector", "dimension": spec.dimension}
         body["mappings"]["_meta"][INDEX_META_KEY] = meta
-        self._call("PUT", f"/{concrete}", body=body)
+        self._call("PUT", f"/{concrete}", body=body, idempotent=False)
 
     # -- tables ------------------------------------------------------------------------
     def create_table(self, spec: TableSpec) -> None:
@@ -230,7 +232,8 @@ class OpenSearchEngine:
             raise ConflictError(f"table '{spec.name}' already exists", location="table_name")
         concrete = f"{alias}__g1"
         self._create_index(spec, concrete, "g1")
-        self._call("POST", "/_aliases", body={"actions": [{"add": {"index": concrete, "alias": alias}}]})
+        self._call("POST", "/_aliases", body={"actions": [{"add": {"index": concrete, "alias": alias}}]},
+                   idempotent=False)
         self._forget(spec.name)
 
     def drop_table(self, table: str) -> None:
@@ -261,9 +264,18 @@ class OpenSearchEngine:
             pass
 
     def list_tables(self) -> list[str]:
-        rows = self._call("GET", "/_cat/aliases", params={"format": "json", "h": "alias,index"}) or []
-        return sorted({r["alias"] for r in rows
-                       if (m := GEN_INDEX.match(r["index"])) and m.group("alias") == r["alias"]})
+        """Aliases over our generation indexes. Cached for CACHE_S (an HA query without cluster=
+        looks its index up among all tables); this process's creates and drops refresh it."""
+        with self._lock:
+            listed = self._tables
+        if listed is not None and listed[0] > time.monotonic() - CACHE_S:
+            return list(listed[1])
+        rows = self._call("GET", "/_cat/aliases", params={"format": "json", "h": "alias,index", **LOCAL}) or []
+        names = sorted({r["alias"] for r in rows
+                        if (m := GEN_INDEX.match(r["index"])) and m.group("alias") == r["alias"]})
+        with self._lock:
+            self._tables = (time.monotonic(), names)
+        return list(names)
 
     def get_spec(self, table: str) -> TableSpec:
         return self._live(table)[1]
@@ -318,7 +330,7 @@ class OpenSearchEngine:
                     status = outcome.get("status", 500)
                     if status < 300 or (op == "delete" and status == 404):
                         result.written += 1
-                    elif status == 429 and attempt < self.max_retries:
+                    elif status in REFUSED and attempt < self.max_retries:  # refused, not applied: again
                         retry.append((pk, action, source))
                     else:
                         result.failures.append(WriteFailure(pk, _item_reason(outcome)))
@@ -334,11 +346,12 @@ class OpenSearchEngine:
         sample = np.asarray(sample, dtype=np.float32)
         if sample.ndim != 2 or sample.shape[1] != spec.dimension or len(sample) == 0:
             raise QueryError(f"training sample must be (n, {spec.dimension}) vectors, got {sample.shape}")
-        count = self._call("GET", f"/{concrete}/_count")["count"]
+        count = self._count(concrete, None, f"training '{table}'")
         if count:
             raise ConflictError(f"generation '{meta.get('generation')}' of '{table}' already holds {count} "
                                 "documents; train a Qc generation before writing to it", location="train")
-        t = translate(spec, index_name=concrete, shards=self.shards, replicas=self.replicas, doc_count=len(sample))
+        shards, replicas = self.shape(table)
+        t = translate(spec, index_name=concrete, shards=shards, replicas=replicas, doc_count=len(sample))
         training_index = t.training_body["training_index"]
         vf = spec.vector_field
         # 1. training data
@@ -356,7 +369,7 @@ class OpenSearchEngine:
         self._call("POST", f"/{training_index}/_refresh")
         # 2. train and wait for the model
         self._delete_model(t.model_id)
-        self._call("POST", f"/_plugins/_knn/models/{t.model_id}/_train", body=t.training_body)
+        self._call("POST", f"/_plugins/_knn/models/{t.model_id}/_train", body=t.training_body, idempotent=False)
         deadline = time.monotonic() + self.train_timeout_s
         while True:
             model = self._call("GET", f"/_plugins/_knn/models/{t.model_id}",
@@ -378,9 +391,10 @@ class OpenSearchEngine:
             "generation": meta.get("generation"), "trained": True, "model_id": t.model_id, "knn_library": "faiss",
             "nlist": t.training_body["method"]["parameters"]["nlist"]}
         self._call("DELETE", f"/{concrete}")
-        self._call("PUT", f"/{concrete}", body=body)
+        self._call("PUT", f"/{concrete}", body=body, idempotent=False)
         if is_live:
-            self._call("POST", "/_aliases", body={"actions": [{"add": {"index": concrete, "alias": alias}}]})
+            self._call("POST", "/_aliases", body={"actions": [{"add": {"index": concrete, "alias": alias}}]},
+                   idempotent=False)
         self._forget(table)
 
     def _delete_index_quietly(self, index: str) -> None:
@@ -408,6 +422,9 @@ class OpenSearchEngine:
                           params={"_source_includes": ",".join(self._source(spec, fields, with_vector))})
         hits = []
         for doc in resp.get("docs", []):
+            if "error" in doc:  # its shard did not answer: not the same as "not found"
+                raise EngineUnavailableError(f"get from '{table}': document {doc.get('_id')}: "
+                                             f"{_item_reason(doc)}")
             if doc.get("found"):
                 hits.append(self._hit(spec, doc, fields, with_vector, None))
         return hits
@@ -442,7 +459,7 @@ class OpenSearchEngine:
         for q in queries:
             body = self.knn_body(spec, meta, plan, q, flt)
             body["_source"] = {"includes": source}
-            resp = self._call("POST", f"/{concrete}/_search", body=body)
+            resp = self._search(concrete, body, f"search of '{plan.table}'")
             hits = []
             for doc in resp["hits"]["hits"]:
                 pk = self._pk_of(spec, doc)
@@ -516,9 +533,21 @@ class OpenSearchEngine:
                 "track_total_hits": True, "_source": {"includes": self._source(spec, fields, with_vector)},
                 "sort": [{sk.field: {"order": "desc" if sk.descending else "asc", "missing": "_last"}}
                          for sk in plan.sort] + [{spec.primary_key: {"order": "asc"}}]}
-        resp = self._call("POST", f"/{concrete}/_search", body=body)
+        resp = self._search(concrete, body, f"fetch from '{plan.table}'")
         hits = [self._hit(spec, d, fields, with_vector, None) for d in resp["hits"]["hits"]]
         return SearchResult(hits=hits, total=int(resp["hits"]["total"]["value"]))
+
+    def _search(self, index: str, body: dict, what: str) -> dict:
+        """A search that every shard answered: a partial answer would silently miss documents."""
+        resp = self._call("POST", f"/{index}/_search", body=body, params={"allow_partial_search_results": "false"})
+        return require_all_shards(resp, what)
+
+    def _count(self, index: str, query: dict | None, what: str) -> int:
+        if query is None:
+            resp = self._call("GET", f"/{index}/_count")
+        else:
+            resp = self._call("POST", f"/{index}/_count", body={"query": query})
+        return int(require_all_shards(resp, what)["count"])
 
     @staticmethod
     def _query(spec: TableSpec, expr: FilterExpr | None) -> dict:
@@ -526,7 +555,7 @@ class OpenSearchEngine:
 
     def count(self, table: str, filter: FilterExpr | None = None) -> int:
         concrete, spec, _ = self._live(table)
-        return int(self._call("POST", f"/{concrete}/_count", body={"query": self._query(spec, filter)})["count"])
+        return self._count(concrete, self._query(spec, filter), f"count of '{table}'")
 
     def aggregate(self, plan: AggregatePlan) -> list[dict[str, Any]]:
         concrete, spec, _ = self._live(plan.table)
@@ -549,7 +578,7 @@ class OpenSearchEngine:
                                        "aggs": metrics}}
         elif metrics:
             body["aggs"] = metrics
-        resp = self._call("POST", f"/{concrete}/_search", body=body)
+        resp = self._search(concrete, body, f"aggregate of '{plan.table}'")
 
         # OpenSearch answers every metric as a double; min/max/sum of an integer field are
         # integers, as the embedded engine (and HA3) give them.
@@ -570,9 +599,11 @@ class OpenSearchEngine:
 
     def stats(self, table: str) -> TableStats:
         concrete, spec, meta = self._live(table)
-        count = int(self._call("GET", f"/{concrete}/_count")["count"])
+        count = self._count(concrete, None, f"stats of '{table}'")
+        [row] = self._call("GET", f"/_cat/indices/{concrete}", params={"format": "json", "h": "health,pri,rep", **LOCAL})
         extra = {"index": concrete, "trained": meta.get("trained", True), "dimension": spec.dimension,
-                 "distance": spec.distance.value, "knn_library": meta.get("knn_library", "faiss")}
+                 "distance": spec.distance.value, "knn_library": meta.get("knn_library", "faiss"),
+                 "shards": int(row["pri"]), "replicas": int(row["rep"]), "health": row["health"]}
         if meta.get("nlist"):
             extra["nlist"] = meta["nlist"]
         return TableStats(table=table, doc_count=count, generation=meta.get("generation", ""),
@@ -600,7 +631,8 @@ class OpenSearchEngine:
         self._index_info(new, table)  # NotFoundError if it does not exist
         self._call("POST", f"/{new}/_refresh")  # readers see every document from the first query
         self._call("POST", "/_aliases", body={"actions": [{"remove": {"index": old, "alias": alias}},
-                                                          {"add": {"index": new, "alias": alias}}]})
+                                                          {"add": {"index": new, "alias": alias}}]},
+                   idempotent=False)
         self._forget(table)
         self._delete_index(old, spec)
 
@@ -621,6 +653,19 @@ class OpenSearchEngine:
             out.append({"generation": row["index"][len(alias) + 2:], "live": row["index"] == live,
                         "doc_count": int(row.get("docs.count") or 0), "created": row.get("creation.date.string")})
         return out
+
+    def health(self) -> dict[str, Any]:
+        """The cluster as the node we reach sees it: green/yellow is ok; red (some primary shard
+        has no copy, so some tables answer 503) is degraded; no node answering is unavailable.
+        ``local``: a node that lost its cluster manager still answers from its own state."""
+        try:
+            resp = self.client.transport.perform_request(
+                "GET", "/_cluster/health", params={"local": "true", "timeout": "1s", "request_timeout": 3})
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the cluster is "unavailable"
+            return {"status": "unavailable", "reason": reason(exc)}
+        cluster = {"status": resp.get("status"), "nodes": resp.get("number_of_nodes"),
+                   "unassigned_shards": resp.get("unassigned_shards")}
+        return {"status": "degraded" if resp.get("status") == "red" else "ok", "cluster": cluster}
 
     def close(self) -> None:
         self.client.close()
@@ -647,24 +692,6 @@ def _ndjson(lines: list[dict]) -> str:
     import json
 
     return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
-
-
-def _reason(exc: Exception | None) -> str:
-    """An error's type and reason, without URLs or credentials."""
-    if exc is None:
-        return "unknown error"
-    info = getattr(exc, "info", None)
-    if isinstance(info, dict) and isinstance(info.get("error"), dict):
-        err = info["error"]
-        # "all shards failed" says nothing; the first root cause says what was wrong.
-        causes = err.get("root_cause") or []
-        if causes and isinstance(causes[0], dict) and causes[0].get("reason"):
-            err = causes[0]
-        return f"{err.get('type', 'error')}: {err.get('reason', '')}".strip()
-    error = getattr(exc, "error", None)
-    if isinstance(error, str):
-        return error
-    return type(exc).__name__
 
 
 def _item_reason(outcome: dict) -> str:

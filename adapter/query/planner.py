@@ -104,13 +104,21 @@ def resolve_table(catalog: Any, index: str, cluster: str | None, location: str) 
                                  f"(its vector index is {spec.vector_index.name!r})", location)
             return spec
     names = list(catalog.list_tables()) if hasattr(catalog, "list_tables") else []
-    found = [s for s in (catalog.get_spec(n) for n in names) if matches(s)]
+    found = [s for s in (_spec_or_none(catalog, n) for n in names) if s is not None and matches(s)]
     if not found:
         raise QueryError(f"unknown index {index!r}", location)
     if len(found) > 1:
         raise QueryError(f"index {index!r} exists in several tables "
                          f"({', '.join(s.name for s in found)}); name one with cluster=<table>", location)
     return found[0]
+
+
+def _spec_or_none(catalog: Any, name: str) -> TableSpec | None:
+    """A listed table that is gone by the time we ask (dropped meanwhile) is skipped."""
+    try:
+        return catalog.get_spec(name)
+    except NotFoundError:
+        return None
 
 
 def check_fields(spec: TableSpec, names: set[str], what: str, location: str, allow_rank: bool = False) -> None:

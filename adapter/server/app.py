@@ -137,8 +137,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     routes_ui.include_ui(app)  # the search page: /, /ui/, /ui/static, /ui/thumbnail, /ui/api
 
     @app.get("/health", tags=["service"], summary="readiness (no auth)")
-    async def health() -> dict:
-        return {"status": "ok", "engine": settings.engine.kind}
+    async def health() -> JSONResponse:
+        # ok and degraded (some tables answer 503, the rest work) keep the service in rotation;
+        # an engine nobody can reach takes it out.
+        engine = await run_in_threadpool(app.state.runtime.engine.health)
+        body = {"status": engine.pop("status"), "engine": settings.engine.kind, **engine}
+        return JSONResponse(body, status_code=503 if body["status"] == "unavailable" else 200)
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no auth)")
     async def prometheus() -> Response:
