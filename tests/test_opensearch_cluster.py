@@ -266,3 +266,7 @@ def test_a_rebuild_while_a_node_is_down_finishes_and_the_old_generation_serves_u
     assert all_found(http, table, list(range(1, 21))) == set()  # the old generation is gone
     stats = http.post("/vector-service/stats", json={"tableName": table}).json()["result"]
     assert stats["totalDocCount"] == 100 and (stats["shards"], stats["replicas"]) == (3, 1)
+    view = http.get(f"{TABLES}/{table}").json()["result"]  # the rebuilt index kept the table's shape
+    assert (view["partitionCount"], view["replicaCount"], view["docCount"]) == (3, 1, 100)
+    [ui] = [t for t in http.get("/ui/api/tables").json()["tables"] if t["name"] == table]
+    assert (ui["shards"], ui["replicas"]) == (3, 1)

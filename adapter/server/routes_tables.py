@@ -30,7 +30,8 @@ def _field_type(f) -> str:
     return f"MULTI_{t}" if f.multi_value else t
 
 
-def table_view(spec: TableSpec, doc_count: int | None = None) -> dict[str, Any]:
+def table_view(spec: TableSpec, doc_count: int | None = None, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    """HA3's table object; partitionCount is the index's shard count (one on the embedded engine)."""
     vi = spec.vector_index
     dist = spec.distance.value if hasattr(spec.distance, "value") else str(spec.distance)
     itype = vi.index_type.value if hasattr(vi.index_type, "value") else str(vi.index_type)
@@ -39,7 +40,8 @@ def table_view(spec: TableSpec, doc_count: int | None = None) -> dict[str, Any]:
         "status": "IN_USE",
         "indexStatus": "IN_USE",
         "primaryKey": spec.primary_key,
-        "partitionCount": 1,
+        "partitionCount": shards,
+        "replicaCount": replicas,
         "dataProcessorCount": 0,
         "fieldSchema": {f.name: _field_type(f) for f in spec.fields},
         "vectorIndex": [{
@@ -89,8 +91,8 @@ async def get_table(instance: str, table: str, request: Request, _=Depends(reade
     rt = _rt(request)
 
     def work():
-        spec = rt.engine.get_spec(table)
-        return table_view(spec, rt.engine.count(table))
+        spec, stats = rt.engine.get_spec(table), rt.engine.stats(table)
+        return table_view(spec, stats.doc_count, stats.extra.get("shards", 1), stats.extra.get("replicas", 0))
 
     return _ok(request, await offload(work))
 

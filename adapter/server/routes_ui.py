@@ -76,6 +76,8 @@ def table_summary(runtime: Any, name: str) -> dict[str, Any]:
         "index_type": spec.vector_index.index_type.value,
         "model": spec.embedding.model if spec.embedding else None,
         "doc_count": stats.doc_count,
+        "shards": stats.extra.get("shards", 1),
+        "replicas": stats.extra.get("replicas", 0),
         "generation": stats.generation,
         "generations": generations,
         "pipeline": stored_pipeline(runtime, name),
