@@ -98,6 +98,7 @@ def main() -> None:
 
     from adapter.engines.embedded import EmbeddedEngine
     from adapter.engines.opensearch import OpenSearchEngine
+    from adapter.engines.opensearch_transport import FastJSONSerializer
     from adapter.query.plan import SearchParams, SearchPlan
 
     tmp = Path(tempfile.mkdtemp(prefix="ha3-bench-os-"))
@@ -150,7 +151,7 @@ def main() -> None:
                               search_params=SearchParams(ef_search=args.ef))
             body = node.knn_body(live_spec, meta, plan, q, None)
             body["_source"] = {"includes": [live_spec.primary_key]}
-            return json.dumps(body)
+            return FastJSONSerializer().dumps(body)  # the bytes the adapter itself sends
 
         direct_bodies = [direct_body(q) for q in queries]
         extra = {"searchParams": json.dumps({"proxima.hnsw.searcher.ef": args.ef})} if args.ef else {}

@@ -53,7 +53,9 @@ from adapter.engines.results import (
     merge_vectors, passes_threshold, sort_keys_fn, validate_output_fields, validate_search, validate_sort,
 )
 from adapter.engines.sqlfilter import attribute_field
-from adapter.engines.opensearch_transport import REFUSED, RetryPolicy, Transport, reason, require_all_shards
+from adapter.engines.opensearch_transport import (
+    REFUSED, FastJSONSerializer, RetryPolicy, Transport, ndjson, reason, require_all_shards,
+)
 from adapter.errors import (
     ConfigError, ConflictError, EngineError, EngineUnavailableError, NotFoundError, QueryError, SchemaError,
 )
@@ -112,7 +114,8 @@ class OpenSearchEngine:
                                       # One retry policy: ours (opensearch_transport.py). A node is
                                       # put aside only when it cannot be reached, not when it says
                                       # 503 (the cluster is short of shards, not this node).
-                                      "max_retries": 0, "retry_on_status": ()}
+                                      "max_retries": 0, "retry_on_status": (),
+                                      "serializer": FastJSONSerializer()}
             if username:
                 kwargs["http_auth"] = (username, password or "")
             if connection_class is not None:
@@ -292,7 +295,7 @@ class OpenSearchEngine:
                 result.failures.append(WriteFailure(doc.pk, str(exc)))
                 continue
             source = {k: v for k, v in values.items() if v is not None}
-            source[spec.vector_field] = vector.tolist()
+            source[spec.vector_field] = np.asarray(vector, dtype=np.float32)
             actions.append((pk, {"index": {"_index": concrete, "_id": str(pk)}}, source))
         self._bulk(actions, result)
         return result
@@ -323,7 +326,7 @@ class OpenSearchEngine:
                     if source is not None:
                         lines.append(source)
                 params = {"refresh": "wait_for"} if self.refresh else None
-                resp = self._call("POST", "/_bulk", body=_ndjson(lines), params=params)
+                resp = self._call("POST", "/_bulk", body=ndjson(lines), params=params)
                 retry = []
                 for (pk, action, source), item in zip(pending, resp.get("items", [])):
                     op, outcome = next(iter(item.items()))
@@ -361,9 +364,9 @@ class OpenSearchEngine:
             "mappings": {"properties": {vf: {"type": "knn_vector", "dimension": spec.dimension}}}})
         lines: list[dict] = []
         for vec in sample:
-            lines += [{"index": {"_index": training_index}}, {vf: vec.tolist()}]
+            lines += [{"index": {"_index": training_index}}, {vf: vec}]
         for i in range(0, len(lines), 2 * BULK_CHUNK):
-            resp = self._call("POST", "/_bulk", body=_ndjson(lines[i:i + 2 * BULK_CHUNK]))
+            resp = self._call("POST", "/_bulk", body=ndjson(lines[i:i + 2 * BULK_CHUNK]))
             if resp.get("errors"):
                 raise EngineError(f"loading training vectors failed: {_first_bulk_error(resp)}")
         self._call("POST", f"/{training_index}/_refresh")
@@ -479,7 +482,7 @@ class OpenSearchEngine:
         """The search body for one query vector: approximate k-NN, or exact script_score."""
         vi = spec.vector_index
         sp = plan.search_params
-        vector = [float(x) for x in q]
+        vector = np.asarray(q, dtype=np.float32)  # serialized as float32 (FastJSONSerializer)
         exact = sp.exact or vi.index_type is VectorIndexType.LINEAR or not meta.get("trained", True)
         if exact:
             script = {"source": "knn_score", "lang": "knn",
@@ -686,12 +689,6 @@ def _float32_inclusive(threshold: float | None, higher_is_better: bool) -> float
 
 class _Missing(Exception):
     """Internal: a 404 the caller expects."""
-
-
-def _ndjson(lines: list[dict]) -> str:
-    import json
-
-    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
 
 
 def _item_reason(outcome: dict) -> str:

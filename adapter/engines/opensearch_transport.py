@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import orjson
+
 from adapter.errors import EngineError, EngineUnavailableError
 
 try:
@@ -30,6 +32,30 @@ except ImportError:  # pragma: no cover - opensearch-py is a dependency
     OSConnectionError = TransportError = ConnectTimeoutError = None  # type: ignore[assignment,misc]
 
 REFUSED = (429, 503)  # OpenSearch applied nothing
+
+
+class FastJSONSerializer:
+    """opensearch-py's serializer on orjson: a query carries a 512-d vector and a bulk request
+    hundreds of them; the standard json module spends about 0.65 ms formatting one vector's
+    floats, orjson a few microseconds. Float32 arrays go out as float32 (their shortest
+    decimal form), which is what the node parses them into anyway."""
+
+    mimetype = "application/json"
+
+    def dumps(self, data: Any) -> Any:
+        if isinstance(data, (str, bytes)):
+            return data
+        return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+    def loads(self, s: str | bytes) -> Any:
+        return orjson.loads(s)
+
+
+def ndjson(lines: list[dict]) -> bytes:
+    """A _bulk body: one JSON document a line."""
+    dump = orjson.dumps
+    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+    return b"".join(dump(line, option=option) for line in lines)
 
 
 @dataclass(frozen=True)
