@@ -256,10 +256,16 @@ def test_modify_table_switches_empty_tables_and_refuses_full_ones(client):
     assert r.status_code == 409 and "reindex" in r.json()["message"]
 
 
-def test_warm_up_loads_the_models_tables_use(client):
+def test_warm_up_runs_a_text_and_an_image_through_the_models_tables_use(client, monkeypatch):
+    """Loading is not enough: the starter model loads its text tower on first use, and torch
+    sets up on the first forward pass; serve's start-up pays both before it accepts queries."""
     from adapter.server.app import warm_up
 
+    embedder, calls = client.runtime.embedder, []
+    monkeypatch.setattr(embedder, "embed_text", lambda model, text: calls.append(("text", model)))
+    monkeypatch.setattr(embedder, "embed_image", lambda model, data: calls.append(("image", model)))
     assert warm_up(client.runtime) == ["clip"]
+    assert sorted(calls) == [("image", "clip"), ("text", "clip")]
 
 
 def test_deflated_body_as_the_vector_sdk_can_send(client):

@@ -85,10 +85,11 @@ def _served_runtime(runtime: Runtime, metrics: Metrics) -> Runtime:
 
 
 def warm_up(runtime: Runtime) -> list[str]:
-    """Load every model an existing table uses (uvicorn accepts no connection before this)."""
+    """Load every model an existing table uses and run a text and an image through it, so the
+    first query is as fast as the tenth (uvicorn accepts no connection before this)."""
     loaded = []
-    encoder = getattr(runtime.embedder, "encoder", None)
-    if encoder is None:
+    warm = getattr(runtime.embedder, "warm", None)
+    if warm is None:
         return loaded
     models = set()
     for table in runtime.engine.list_tables():
@@ -97,7 +98,7 @@ def warm_up(runtime: Runtime) -> list[str]:
             models.add(spec.embedding.model)
     for model in sorted(models):
         try:
-            encoder(model)
+            warm(model)
             loaded.append(model)
         except Exception as exc:  # a broken model fails its queries (503), not the whole service
             log.warning("model %s could not be loaded at startup: %s", model, exc)
