@@ -346,11 +346,13 @@ def run_demo(*, data_dir: Path, images: Path | None = None, opensearch: str | No
         if not serve:
             return summary
         echo("loading the model...")
-        warm_up(runtime)  # before the banner: the first query a user pastes is as fast as the next
+        # All before the banner: the first query a user pastes is as fast as the next.
+        warm_up(runtime)
+        app = demo_app(runtime, DEMO_USER, password)
         # `serve --data-dir` opens an embedded engine: the way on without the demo, unless on OpenSearch
         carry_on = None if opensearch else display_path(data_dir)
         echo("\n" + examples(f"http://127.0.0.1:{port}", DEMO_USER, password, data_dir=carry_on))
-        serve_app(runtime, listener)
+        serve_app(app, listener)
         return summary
     finally:
         if runtime is not None:
@@ -367,10 +369,20 @@ def display_path(path: Path) -> Path:
         return path
 
 
-def serve_app(runtime: Any, listener: Any) -> None:
+def demo_app(runtime: Any, user: str, password: str) -> Any:
+    """The service's app, with the banner's login already verified: scrypt (about 50 ms) is
+    paid once per credential, and would otherwise be paid by the first query a user pastes."""
+    from adapter.server.app import create_app
+
+    app = create_app(runtime)
+    app.state.auth.authenticate("Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    return app
+
+
+def serve_app(app: Any, listener: Any) -> None:
     """Run the service (with its page) on the bound localhost socket until interrupted."""
     import uvicorn
 
-    from adapter.server.app import create_app, uvicorn_config
+    from adapter.server.app import uvicorn_config
 
-    uvicorn.Server(uvicorn_config(create_app(runtime), runtime.settings, log_level="warning")).run(sockets=[listener])
+    uvicorn.Server(uvicorn_config(app, app.state.settings, log_level="warning")).run(sockets=[listener])

@@ -238,7 +238,8 @@ def test_demo_warms_the_model_before_it_prints_the_ready_banner(tmp_path, models
 
     monkeypatch.setattr(EmbeddingService, "embed_text", embed_text)
     monkeypatch.setattr(EmbeddingService, "embed_image", embed_image)
-    monkeypatch.setattr(demo, "serve_app", lambda runtime, listener: events.append("serve"))
+    served = []
+    monkeypatch.setattr(demo, "serve_app", lambda app, listener: served.append(app) or events.append("serve"))
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (40, 30), "red").save(images / "red.jpg")
@@ -250,6 +251,10 @@ def test_demo_warms_the_model_before_it_prints_the_ready_banner(tmp_path, models
     assert events[-2:] == ["banner", "serve"], events
     before_banner = events[:events.index("banner")]
     assert "embed text" in before_banner and "embed image" in before_banner
+    # the banner's login is verified already: the first pasted query pays no scrypt
+    user = json.loads((tmp_path / "data" / "demo-user.json").read_text())
+    token = base64.b64encode(f"{user['username']}:{user['password']}".encode()).decode()
+    assert served[0].state.auth.cached(f"Basic {token}") is not None
 
 
 def test_serve_opens_the_demo_data_dir_as_it_is(demo_dir, models_yaml):

@@ -256,16 +256,21 @@ def test_modify_table_switches_empty_tables_and_refuses_full_ones(client):
     assert r.status_code == 409 and "reindex" in r.json()["message"]
 
 
-def test_warm_up_runs_a_text_and_an_image_through_the_models_tables_use(client, monkeypatch):
-    """Loading is not enough: the starter model loads its text tower on first use, and torch
-    sets up on the first forward pass; serve's start-up pays both before it accepts queries."""
+def test_warm_up_runs_each_model_and_one_query_per_table(client, monkeypatch):
+    """Loading is not enough: the starter model loads its text tower on first use, torch sets
+    up on the first forward pass, the engine opens a table's index files on its first search;
+    serve's start-up pays all of it before it accepts queries."""
     from adapter.server.app import warm_up
 
-    embedder, calls = client.runtime.embedder, []
-    monkeypatch.setattr(embedder, "embed_text", lambda model, text: calls.append(("text", model)))
-    monkeypatch.setattr(embedder, "embed_image", lambda model, data: calls.append(("image", model)))
-    assert warm_up(client.runtime) == ["clip"]
-    assert sorted(calls) == [("image", "clip"), ("text", "clip")]
+    runtime, calls, searched = client.runtime, [], []
+    embedder, engine = runtime.embedder, runtime.engine
+    real_text, real_image, real_search = embedder.embed_text, embedder.embed_image, engine.search
+    monkeypatch.setattr(embedder, "embed_text", lambda m, t: calls.append(("text", m)) or real_text(m, t))
+    monkeypatch.setattr(embedder, "embed_image", lambda m, d: calls.append(("image", m)) or real_image(m, d))
+    monkeypatch.setattr(engine, "search", lambda plan: searched.append(plan.table) or real_search(plan))
+    assert warm_up(runtime) == ["clip"]
+    assert {("text", "clip"), ("image", "clip")} <= set(calls)
+    assert sorted(searched) == sorted(t for t in engine.list_tables() if engine.get_spec(t).embedding)
 
 
 def test_deflated_body_as_the_vector_sdk_can_send(client):
