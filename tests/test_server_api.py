@@ -52,6 +52,25 @@ def test_health_needs_no_auth_and_metrics_exposes_counters(client):
     assert 'endpoint="/query"' in text
 
 
+def test_unknown_cluster_gets_ha3s_cluster_error_and_general_keeps_working(client):
+    text = base64.b64encode("a red square".encode()).decode()
+    query = f"config=hit:3,format:json&&query=image_index:'{text}&modal=text&n=3'&&cluster="
+    r = ha(client, query + "nope")
+    assert r.status_code == 400
+    [error] = r.json()["errors"]
+    assert error["code"] == 1001 and "cluster name not exist. ClusterName:nope" in error["message"]
+    for cluster in ("general", "images"):  # the SDK's default, and a table name
+        r = ha(client, query + cluster)
+        assert r.status_code == 200 and len(r.json()["result"]["items"]) == 3, r.text
+    # /{index}/search: the path is a table or a vector index name, or the body names a cluster
+    body = {"query": f"image_index:'{text}&modal=text&n=2'", "config": {"hit": 2, "format": "json"}}
+    for path in ("/images/search", "/image_index/search"):
+        r = client.post(path, headers=basic(ADMIN), json=body)
+        assert r.status_code == 200 and len(r.json()["result"]["items"]) == 2, (path, r.text)
+    r = client.post("/images/search", headers=basic(ADMIN), json={**body, "cluster": "nope"})
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == 1001
+
+
 def test_missing_and_wrong_credentials_get_401_in_ha_format(client):
     r = client.get("/query", params={"query": "config=hit:1&&query=x:'1'"})
     assert r.status_code == 401
