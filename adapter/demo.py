@@ -18,6 +18,7 @@ import io
 import json
 import os
 import secrets
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -261,17 +262,19 @@ def _push_counts(report: Any) -> tuple[int, list[str]]:
 # --------------------------------------------------------------------------- what to print
 
 def examples(base_url: str, user: str, password: str, table: str = DEMO_TABLE, text: str = "a cat",
-             data_dir: Path | None = None) -> str:
-    """Ready-to-paste curl and SDK lines for the running demo, and how to carry on without it."""
+             data_dir: Path | None = None, models: Path | None = None) -> str:
+    """Ready-to-paste curl and SDK lines for the running demo, and how to carry on without it
+    (``data_dir``: the demo's directory; ``models``: its --models file, which both need too)."""
     b64 = base64.b64encode(text.encode("utf-8")).decode("ascii")
     query = (f"config=start:0,hit:5,format:json&&query=vector:'{b64}&modal=text&n=5'"
              f"&&kvpairs=formula:proxima_score(vector)&&sort=+RANK&&cluster={table}")
     host = base_url.split("://", 1)[1]
     port = host.rsplit(":", 1)[-1]
+    with_models = f"HA3_ADAPTER_MODELS={shlex.quote(str(models))} " if models else ""
     own = "" if data_dir is None else f"""
 The same data directory without the demo (it holds the table, its photos and its pipeline):
-  HA3_ADAPTER_USERNAME={user} HA3_ADAPTER_PASSWORD={password} ha3-adapter serve --data-dir {data_dir} --port {port}
-  ha3-adapter rebuild {data_dir / "pipelines" / f"{table}.json"}    # rebuild it from {data_dir / "items.csv"} (service stopped)
+  {with_models}HA3_ADAPTER_USERNAME={user} HA3_ADAPTER_PASSWORD={password} ha3-adapter serve --data-dir {shlex.quote(str(data_dir))} --port {port}
+  {with_models}ha3-adapter rebuild {shlex.quote(str(data_dir / "pipelines" / f"{table}.json"))}    # from {data_dir / "items.csv"}, with the service stopped
 """
     return f"""\
 Search page:   {base_url}/ui/   (user {user}, password {password})
@@ -351,7 +354,7 @@ def run_demo(*, data_dir: Path, images: Path | None = None, opensearch: str | No
         app = demo_app(runtime, DEMO_USER, password)
         # `serve --data-dir` opens an embedded engine: the way on without the demo, unless on OpenSearch
         carry_on = None if opensearch else display_path(data_dir)
-        echo("\n" + examples(f"http://127.0.0.1:{port}", DEMO_USER, password, data_dir=carry_on))
+        echo("\n" + examples(f"http://127.0.0.1:{port}", DEMO_USER, password, data_dir=carry_on, models=models))
         serve_app(app, listener)
         return summary
     finally:

@@ -257,19 +257,37 @@ def test_demo_warms_the_model_before_it_prints_the_ready_banner(tmp_path, models
     assert served[0].state.auth.cached(f"Basic {token}") is not None
 
 
+def banner_command(data_dir, models_yaml, port: int, verb: str) -> tuple[dict[str, str], list[str]]:
+    """The `ha3-adapter <verb>` line the demo's banner prints for carrying on without it:
+    (its environment assignments, its arguments)."""
+    import shlex
+
+    from adapter.demo import examples
+
+    user = json.loads((data_dir / "demo-user.json").read_text())
+    text = examples(f"http://127.0.0.1:{port}", user["username"], user["password"], data_dir=data_dir,
+                    models=models_yaml)
+    [line] = [line for line in text.splitlines() if f"ha3-adapter {verb} " in line]
+    words = shlex.split(line, comments=True)
+    at = words.index("ha3-adapter")
+    return dict(word.split("=", 1) for word in words[:at]), words[at + 2:]
+
+
 def test_serve_opens_the_demo_data_dir_as_it_is(demo_dir, models_yaml):
-    """`ha3-adapter serve --data-dir <the demo's directory>`: its table, its thumbnails (the
-    bucket is inside), the stored pipeline for the Rebuild button; no faiss loader chatter."""
+    """The banner's `ha3-adapter serve --data-dir <the demo's directory>`: its table, its
+    thumbnails (the bucket is inside), the stored pipeline for the Rebuild button; no faiss
+    loader chatter."""
     import httpx
 
     user = json.loads((demo_dir / "demo-user.json").read_text())
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HA3_ADAPTER_MODELS": str(models_yaml),
-           "HA3_ADAPTER_USERNAME": user["username"], "HA3_ADAPTER_PASSWORD": user["password"]}
-    proc = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve", "--data-dir", str(demo_dir),
-                             "--port", str(port)], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    assignments, args = banner_command(demo_dir, models_yaml, port, "serve")
+    assert args == ["--data-dir", str(demo_dir), "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **assignments}
+    proc = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve", *args], env=env, cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
     base, auth = f"http://127.0.0.1:{port}", (user["username"], user["password"])
     try:
         deadline = time.monotonic() + 300
@@ -296,15 +314,17 @@ def test_serve_opens_the_demo_data_dir_as_it_is(demo_dir, models_yaml):
 
 
 def test_rebuild_cli_accepts_the_demo_pipeline_file(demo_dir, models_yaml):
-    """`ha3-adapter rebuild <demo dir>/pipelines/image_search.json`, no other argument: the table,
-    its stored schema and the directory's engine come from where the file lies."""
+    """The banner's `ha3-adapter rebuild <demo dir>/pipelines/image_search.json`, no other
+    argument: the table, its stored schema and the directory's engine come from where the
+    file lies."""
     from adapter.engines.embedded import EmbeddedEngine
 
     engine = EmbeddedEngine(demo_dir)
     generation = engine.stats("image_search").generation
     engine.close()
-    pipeline = demo_dir / "pipelines" / "image_search.json"
-    result = run_cli("rebuild", pipeline, "--progress", "none", env={"HA3_ADAPTER_MODELS": str(models_yaml)})
+    assignments, args = banner_command(demo_dir, models_yaml, 8080, "rebuild")
+    assert args == [str(demo_dir / "pipelines" / "image_search.json")]
+    result = run_cli("rebuild", *args, "--progress", "none", env=assignments)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["switched"] and report["read"] == report["indexed"] == len(SHIPPED_PHOTOS)
