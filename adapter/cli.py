@@ -105,13 +105,11 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn/access log level"),
 ) -> None:
     """Serve the HA3-compatible HTTP API (queries, vector service, push, tables)."""
-    import uvicorn
-
     from adapter.config import Settings
     from adapter.logs import configure_logging
     from adapter.runtime import Runtime
     from adapter.server.app import create_app, uvicorn_config
-    from adapter.server.listen import bind_port
+    from adapter.server.listen import bind_port, serve_on
 
     try:
         settings = Settings.load(config, overrides={"data_dir": data_dir, "host": host, "port": port})
@@ -124,7 +122,7 @@ def serve(
     except AdapterError as exc:
         fail(exc)
     # our own structured access log replaces uvicorn's (access_log=False in uvicorn_config)
-    uvicorn.Server(uvicorn_config(create_app(runtime), settings, log_level=log_level)).run(sockets=[listener])
+    serve_on(uvicorn_config(create_app(runtime), settings, log_level=log_level), listener)
 
 
 @app.command("hash-password")
@@ -134,8 +132,7 @@ def hash_password_cmd(
 ) -> None:
     """Print a scrypt hash for a `users:` entry's password_hash.
 
-    Asks for the password (twice, not echoed) on a terminal; reads the first line of stdin
-    otherwise (`ha3-adapter hash-password < file`)."""
+    Without --password: asks twice (hidden) on a terminal, else reads stdin's first line."""
     from adapter.config import hash_password
 
     if password is None:

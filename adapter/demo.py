@@ -384,8 +384,7 @@ def demo_app(runtime: Any, user: str, password: str) -> Any:
 
 def serve_app(app: Any, listener: Any) -> None:
     """Run the service (with its page) on the bound localhost socket until interrupted."""
-    import uvicorn
-
     from adapter.server.app import uvicorn_config
+    from adapter.server.listen import serve_on
 
-    uvicorn.Server(uvicorn_config(app, app.state.settings, log_level="warning")).run(sockets=[listener])
+    serve_on(uvicorn_config(app, app.state.settings, log_level="warning"), listener)

@@ -311,6 +311,7 @@ def test_serve_opens_the_demo_data_dir_as_it_is(demo_dir, models_yaml):
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
     assert "Loading faiss" not in stderr and "faiss.loader" not in stderr, stderr
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in stderr  # said once it listens, as before
 
 
 def test_rebuild_cli_accepts_the_demo_pipeline_file(demo_dir, models_yaml):

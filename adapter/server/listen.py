@@ -2,14 +2,17 @@
 
 Binding first means a busy port is reported at once, in one line naming ``--port``, before
 the data directory is touched, models load or the demo prints its login banner; uvicorn then
-serves on this very socket (``Server.run(sockets=[...])``), so nothing can take the port in
-between.
+serves on this very socket (``serve_on``), so nothing can take the port in between.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+from typing import Any
+
+import uvicorn
 
 from adapter.errors import ConfigError
 
@@ -35,3 +38,20 @@ def bind_port(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; check --host, or choose "
                           "another port with --port", "--port") from None
     return sock
+
+
+def serve_on(config: Any, listener: socket.socket) -> None:
+    """Run uvicorn with ``config`` on the bound ``listener`` until interrupted."""
+    _BoundServer(config).run(sockets=[listener])
+
+
+class _BoundServer(uvicorn.Server):
+    """uvicorn says where it listens only on sockets it binds itself; this says it too, once
+    it accepts connections (after the lifespan's warm-up)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if sockets and not self.should_exit:
+            host, port = sockets[0].getsockname()[:2]
+            where = f"[{host}]" if ":" in host else host
+            logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", where, port)
