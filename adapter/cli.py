@@ -105,53 +105,79 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn/access log level"),
 ) -> None:
     """Serve the HA3-compatible HTTP API (queries, vector service, push, tables)."""
-    import logging
-
-    import uvicorn
-
     from adapter.config import Settings
+    from adapter.logs import configure_logging
     from adapter.runtime import Runtime
     from adapter.server.app import create_app, uvicorn_config
+    from adapter.server.listen import bind_port, serve_on
 
     try:
         settings = Settings.load(config, overrides={"data_dir": data_dir, "host": host, "port": port})
+        listener = bind_port(settings.host, settings.port)  # a busy port fails now, not after loading
         if not settings.users:
             typer.echo("warning: no users configured (set HA3_ADAPTER_USERNAME/HA3_ADAPTER_PASSWORD or "
                        "`users:` in --config); the API is open", err=True)
+        configure_logging(log_level, "%(message)s")
         runtime = Runtime.from_settings(settings)
     except AdapterError as exc:
         fail(exc)
-    logging.basicConfig(level=log_level.upper(), format="%(message)s")
     # our own structured access log replaces uvicorn's (access_log=False in uvicorn_config)
-    uvicorn.Server(uvicorn_config(create_app(runtime), settings, log_level=log_level)).run()
+    serve_on(uvicorn_config(create_app(runtime), settings, log_level=log_level), listener)
 
 
 @app.command("hash-password")
-def hash_password_cmd(password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True)) -> None:
-    """Print a scrypt hash for a `users:` entry's password_hash."""
+def hash_password_cmd(
+    password: Optional[str] = typer.Option(None, "--password", help="the password (avoid: it stays in your shell "
+                                           "history; leave it out to be asked, or pipe it in on stdin)"),
+) -> None:
+    """Print a scrypt hash for a `users:` entry's password_hash.
+
+    Without --password: asks twice (hidden) on a terminal, else reads stdin's first line."""
     from adapter.config import hash_password
 
+    if password is None:
+        password = read_password()
     typer.echo(hash_password(password))
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def read_password() -> str:
+    """A password from a hidden, confirmed prompt (on stderr, so stdout holds only the hash),
+    or the first line of stdin when it is not a terminal; never from the command line."""
+    if stdin_is_terminal():
+        return typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        typer.echo("error: no password on stdin (give it as its first line, or run this on a terminal "
+                   "to be asked for it)", err=True)
+        raise typer.Exit(code=2)
+    return line
 
 
 @app.command()
 def rebuild(
-    pipeline: Path = typer.Argument(..., help="pipeline YAML (see pipelines/)"),
+    pipeline: Path = typer.Argument(..., help="pipeline YAML or JSON (see pipelines/; one stored in a data "
+                                              "directory's pipelines/ folder runs as the admin page runs it)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="rebuild into the embedded engine in this data "
+                                            "directory (as `serve --data-dir` uses it) instead of the pipeline's "
+                                            "engine section"),
     progress: str = typer.Option("auto", help="auto (bar on a terminal, log lines otherwise) | bar | log | none"),
     restart: bool = typer.Option(False, "--restart", help="discard an interrupted run's checkpoint instead of resuming"),
     watch_s: Optional[float] = typer.Option(None, "--watch", help="then keep watching the table files; rebuild "
                                                                     "when they change (poll every N seconds)"),
 ) -> None:
     """Rebuild a table from its pipeline into a new generation, then switch searches to it."""
-    import logging
-
-    from adapter.ingest.pipeline import PipelineConfig
+    from adapter.ingest.data_dir import load_pipeline
     from adapter.ingest.rebuild import (RebuildCancelled, abort_rebuild, parts_from_pipeline, rebuild as run_rebuild,
                                         watch)
+    from adapter.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("info", "%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        config = PipelineConfig.from_yaml(pipeline)
+        config = load_pipeline(pipeline, data_dir)
         parts = parts_from_pipeline(config)
         try:
             if restart:

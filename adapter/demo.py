@@ -18,6 +18,7 @@ import io
 import json
 import os
 import secrets
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -153,13 +154,16 @@ def demo_password(data_dir: Path) -> str:
 
 def demo_settings(data_dir: Path, *, opensearch: str | None, port: int, models: Path | None,
                   password: str, user: str = DEMO_USER) -> Any:
+    """The demo's service settings. The embedded engine lives in the data directory itself,
+    beside the bucket, schemas and pipelines, as ``ha3-adapter serve --data-dir`` lays it out,
+    so that command opens the demo's directory as it is."""
     from adapter.config import Settings
 
-    engine: dict[str, Any] = {"kind": "embedded", "data_dir": str(data_dir / "engine")}
+    engine: dict[str, Any] = {"kind": "embedded", "data_dir": str(data_dir)}
     if opensearch:
         # refresh: a demo's writes are few, and each one is searchable (and counted) at once,
         # as on the embedded engine, instead of after the next 1 s index refresh.
-        engine = {"kind": "opensearch", "url": opensearch, "data_dir": str(data_dir / "engine"), "refresh": True}
+        engine = {"kind": "opensearch", "url": opensearch, "data_dir": str(data_dir), "refresh": True}
     return Settings.model_validate({
         "engine": engine,
         "data_dir": str(data_dir),
@@ -167,6 +171,7 @@ def demo_settings(data_dir: Path, *, opensearch: str | None, port: int, models: 
         "users": [{"username": user, "password": password}],
         "host": "127.0.0.1",
         "port": port,
+        "warm_up": False,  # run_demo warms the models itself, before it prints the banner
     })
 
 
@@ -184,7 +189,10 @@ def write_source(data_dir: Path, photos: list[DemoPhoto], bucket: Path, table: s
         writer.writerow(["id", "cate_id", "vector_source_image"])
         for photo in photos:
             writer.writerow([photo.pk, photo.cate_id, f"images/{photo.pk}.jpg"])
-    pipeline = {"source": {"table": {"path": str(items.resolve())},
+    # No schema or engine here: the service (and `ha3-adapter rebuild`, for a pipeline inside
+    # a data directory) use the table's stored schema and the directory's own engine.
+    pipeline = {"table": table,
+                "source": {"table": {"path": str(items.resolve())},
                            "image": {"kind": "object_store",
                                      "object_store": {"url": bucket.resolve().as_uri()}}},
                 "batch_size": 8}
@@ -253,12 +261,21 @@ def _push_counts(report: Any) -> tuple[int, list[str]]:
 
 # --------------------------------------------------------------------------- what to print
 
-def examples(base_url: str, user: str, password: str, table: str = DEMO_TABLE, text: str = "a cat") -> str:
-    """Ready-to-paste curl and SDK lines for the running demo."""
+def examples(base_url: str, user: str, password: str, table: str = DEMO_TABLE, text: str = "a cat",
+             data_dir: Path | None = None, models: Path | None = None) -> str:
+    """Ready-to-paste curl and SDK lines for the running demo, and how to carry on without it
+    (``data_dir``: the demo's directory; ``models``: its --models file, which both need too)."""
     b64 = base64.b64encode(text.encode("utf-8")).decode("ascii")
     query = (f"config=start:0,hit:5,format:json&&query=vector:'{b64}&modal=text&n=5'"
              f"&&kvpairs=formula:proxima_score(vector)&&sort=+RANK&&cluster={table}")
     host = base_url.split("://", 1)[1]
+    port = host.rsplit(":", 1)[-1]
+    with_models = f"HA3_ADAPTER_MODELS={shlex.quote(str(models))} " if models else ""
+    own = "" if data_dir is None else f"""
+The same data directory without the demo (it holds the table, its photos and its pipeline):
+  {with_models}HA3_ADAPTER_USERNAME={user} HA3_ADAPTER_PASSWORD={password} ha3-adapter serve --data-dir {shlex.quote(str(data_dir))} --port {port}
+  {with_models}ha3-adapter rebuild {shlex.quote(str(data_dir / "pipelines" / f"{table}.json"))}    # from {data_dir / "items.csv"}, with the service stopped
+"""
     return f"""\
 Search page:   {base_url}/ui/   (user {user}, password {password})
 
@@ -276,7 +293,7 @@ Python SDK (pip install alibabacloud-ha3engine):
                                     access_user_name="{user}", access_pass_word="{password}"))
   query = "{query}"
   print(ha3.search(models.SearchRequestModel({{}}, models.SearchQuery(query=query))).body)
-"""
+{own}"""
 
 
 def photo_source_note(images: Path | None, photos: Iterable[DemoPhoto]) -> str:
@@ -295,17 +312,22 @@ def run_demo(*, data_dir: Path, images: Path | None = None, opensearch: str | No
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from adapter.runtime import Runtime
+    from adapter.server.app import warm_up
+    from adapter.server.listen import bind_port
 
-    data_dir = data_dir.expanduser().resolve()
-    photos = folder_photos(images) if images else shipped_photos()
-    if not photos:
-        raise ConfigError("no sample photos found (scikit-image and scikit-learn ship them; "
-                          "`pip install scikit-image`) — or give a folder with --images", "--images")
-    reused = (data_dir / "demo-user.json").is_file()
-    password = demo_password(data_dir)
-    settings = demo_settings(data_dir, opensearch=opensearch, port=port, models=models, password=password)
-    runtime = Runtime.from_settings(settings)
+    # The port first: a busy one is reported before anything is printed, created or loaded.
+    listener = bind_port("127.0.0.1", port) if serve else None
+    runtime = None
     try:
+        data_dir = data_dir.expanduser().resolve()
+        photos = folder_photos(images) if images else shipped_photos()
+        if not photos:
+            raise ConfigError("no sample photos found (scikit-image and scikit-learn ship them; "
+                              "`pip install scikit-image`) — or give a folder with --images", "--images")
+        reused = (data_dir / "demo-user.json").is_file()
+        password = demo_password(data_dir)
+        settings = demo_settings(data_dir, opensearch=opensearch, port=port, models=models, password=password)
+        runtime = Runtime.from_settings(settings)
         bucket = bucket_dir(data_dir)
         created = ensure_table(runtime, bucket)
         todo = missing_photos(runtime, photos)
@@ -326,18 +348,43 @@ def run_demo(*, data_dir: Path, images: Path | None = None, opensearch: str | No
                    "failures": failures, "doc_count": doc_count, "photos": len(photos)}
         if not serve:
             return summary
-        base_url = f"http://127.0.0.1:{port}"
-        echo("\n" + examples(base_url, DEMO_USER, password))
-        serve_app(runtime, port)
+        echo("loading the model...")
+        # All before the banner: the first query a user pastes is as fast as the next.
+        warm_up(runtime)
+        app = demo_app(runtime, DEMO_USER, password)
+        # `serve --data-dir` opens an embedded engine: the way on without the demo, unless on OpenSearch
+        carry_on = None if opensearch else display_path(data_dir)
+        echo("\n" + examples(f"http://127.0.0.1:{port}", DEMO_USER, password, data_dir=carry_on, models=models))
+        serve_app(app, listener)
         return summary
     finally:
-        runtime.close()
+        if runtime is not None:
+            runtime.close()
+        if listener is not None:
+            listener.close()
 
 
-def serve_app(runtime: Any, port: int) -> None:
-    """Run the service (with its page) on localhost until interrupted."""
-    import uvicorn
+def display_path(path: Path) -> Path:
+    """``path`` as the user would type it: relative to the working directory when inside it."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
+
+def demo_app(runtime: Any, user: str, password: str) -> Any:
+    """The service's app, with the banner's login already verified: scrypt (about 50 ms) is
+    paid once per credential, and would otherwise be paid by the first query a user pastes."""
     from adapter.server.app import create_app
 
-    uvicorn.run(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(runtime)
+    app.state.auth.authenticate("Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    return app
+
+
+def serve_app(app: Any, listener: Any) -> None:
+    """Run the service (with its page) on the bound localhost socket until interrupted."""
+    from adapter.server.app import uvicorn_config
+    from adapter.server.listen import serve_on
+
+    serve_on(uvicorn_config(app, app.state.settings, log_level="warning"), listener)

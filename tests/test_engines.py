@@ -145,6 +145,20 @@ def knn(table, vec, k=10, **kw) -> SearchPlan:
 
 # -- tests ---------------------------------------------------------------------------------
 
+def test_qc_training_below_linear_build_threshold_leaves_the_table_exact(box):
+    """A rebuild says how many documents are coming; below linear_build_threshold (5000 here)
+    training is skipped, as HA3 brute-forces small tables, and searches stay exact."""
+    name, spec = new_table(box, index_type=VectorIndexType.QC)
+    docs, vecs = make_docs(60)
+    box.engine.train(name, vecs[:30], doc_count=60)
+    assert box.engine.upsert(name, docs).written == 60
+    assert box.engine.stats(name).extra["trained"] is False
+    q = np.random.default_rng(3).standard_normal(DIM).astype(np.float32)
+    res = box.engine.search(knn(name, q, k=10))  # no exact flag: the engine's own choice
+    ids, scores = brute(vecs, q, spec.distance)
+    assert [h.pk for h in res.hits] == list(ids[:10])
+
+
 @pytest.mark.parametrize("distance", list(DistanceType))
 @pytest.mark.parametrize("index_type", [VectorIndexType.HNSW, VectorIndexType.LINEAR, VectorIndexType.QC])
 def test_scores_and_order_match_numpy_brute_force(box, distance, index_type):

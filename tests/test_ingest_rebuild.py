@@ -25,13 +25,24 @@ ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
 
 
-def _pipeline(tmp_path, table_rows, *, schema="image_search_oss.json", image=None, fmt="jsonl", **extra):
+def _pipeline(tmp_path, table_rows, *, schema="image_search_oss.json", image=None, fmt="jsonl",
+              linear_build_threshold=None, **extra):
+    """A pipeline over ``table_rows``; ``linear_build_threshold`` overrides the schema's (5000),
+    e.g. to make a small Qc table big enough to train its IVF index."""
     table_file = tmp_path / f"items.{fmt}"
     if fmt == "jsonl":
         table_file.write_text("".join(json.dumps(r) + "\n" for r in table_rows))
     else:
         pq.write_table(pa.Table.from_pylist(table_rows), table_file)
-    data = {"table": extra.pop("table", "items"), "schema": str(MAPPINGS / schema),
+    schema_file = MAPPINGS / schema
+    if linear_build_threshold is not None:
+        doc = json.loads(schema_file.read_text())
+        for index in doc["indexs"]:
+            if "linear_build_threshold" in index.get("parameters", {}):
+                index["parameters"]["linear_build_threshold"] = str(linear_build_threshold)
+        schema_file = tmp_path / schema
+        schema_file.write_text(json.dumps(doc))
+    data = {"table": extra.pop("table", "items"), "schema": str(schema_file),
             "source": {"table": {"path": table_file.name}, "image": image or {"kind": "base64"}},
             "checkpoint_dir": "state", "batch_size": 4, "concurrency": 4, **extra}
     return PipelineConfig.from_dict(data, base_dir=tmp_path)
@@ -66,7 +77,7 @@ def test_object_store_table_rebuild_with_faults(tmp_path, s3_bucket, engine, emb
         {"id": 105, "cate_id": "not-a-number", "vector_source_image": "/x.png"},  # bad record
         {"id": 106, "cate_id": 2, "vector_source_image": ""},  # no image
     ]
-    pipeline = _pipeline(tmp_path, rows, image=_s3_image(endpoint, bucket))
+    pipeline = _pipeline(tmp_path, rows, image=_s3_image(endpoint, bucket), linear_build_threshold=10)
     from adapter.ingest import rebuild as rebuild_module
 
     real_open = rebuild_module.open_image_store
@@ -93,7 +104,7 @@ def test_object_store_table_rebuild_with_faults(tmp_path, s3_bucket, engine, emb
     hits = engine.get("items", [1, 2, 101], output_fields=["cate_id", "vector_source_image"])
     assert [h.pk for h in hits] == [1, 2]
     assert hits[0].fields["vector_source_image"] == "/Test image/image/" + photos[0].name
-    # Qc: trained on a sample per train_sample_ratio (0.5 of 12 rows).
+    # Qc at 12 rows >= linear_build_threshold 10: trained on a sample per train_sample_ratio (0.5 of 12 rows).
     assert 0 < report.trained_on <= 6  # the sampled rows that embedded fine
     assert not (tmp_path / "state" / "items.checkpoint.json").exists()
 
@@ -133,7 +144,7 @@ def test_engine_rejection_is_reported(tmp_path, engine, embedder):
 def test_killed_rebuild_resumes_without_reembedding_or_duplicates(tmp_path, engine, embedder):
     rows = [{"id": i, "cate_id": i % 2, "vector_source_image": b64(png_bytes(i))} for i in range(1, 15)]
     rows[9]["vector_source_image"] = "corrupt!"  # id 10 fails: failures survive the resume too
-    pipeline = _pipeline(tmp_path, rows, schema="image_search_base64.json")
+    pipeline = _pipeline(tmp_path, rows, schema="image_search_base64.json", linear_build_threshold=10)
     counting = CountingEmbedder(embedder)
     crashing = RejectingEngine(engine, crash_on_upsert=3)  # dies writing the 3rd batch (rows 8..11)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -155,6 +166,18 @@ def test_killed_rebuild_resumes_without_reembedding_or_duplicates(tmp_path, engi
     assert embedded_first >= 8 and first_sample > 0
     assert engine.count("items") == 13
     assert len(_report_lines(report)) == 1
+
+
+def test_small_qc_table_rebuilds_to_an_exact_index_below_linear_build_threshold(tmp_path, engine, embedder):
+    """14 rows under the schema's linear_build_threshold (5000): no sample is embedded or trained,
+    the new generation is searched exactly, as HA3 brute-forces a table that small."""
+    rows = [{"id": i, "cate_id": i % 2, "vector_source_image": b64(png_bytes(i))} for i in range(1, 15)]
+    counting = CountingEmbedder(embedder)
+    report = rebuild((engine, counting), _pipeline(tmp_path, rows, schema="image_search_base64.json"), progress="none")
+    assert report.switched and report.indexed == 14 and report.trained_on == 0
+    assert counting.images == 14  # every row once: no training sample embedded besides
+    stats = engine.stats("items")
+    assert stats.index_type == "Qc" and stats.extra["trained"] is False
 
 
 def test_ctrl_c_style_stop_then_resume(tmp_path, engine, embedder):

@@ -194,6 +194,16 @@ def test_qc_table_trains_an_ivf_model_before_the_index_gets_its_mapping(engine, 
     assert final["mappings"]["_meta"]["ha3_adapter_index"]["trained"] is True
 
 
+def test_qc_training_below_linear_build_threshold_sends_no_request(engine, rec):
+    """19 documents under linear_build_threshold (5000): no training index, no model, the
+    generation keeps its plain vector field (searched exactly); any training request would be
+    unscripted and fail the test."""
+    spec = make_spec("qc", index_type=VectorIndexType.QC)
+    serve_table(rec, spec, meta={"generation": "g1", "trained": False})
+    engine.train("qc", make_docs(19)[1], doc_count=19)
+    assert rec.calls() == [("GET", "/qc/_mapping")]
+
+
 def test_failed_training_raises_engine_error_with_the_reason(engine, rec):
     spec = make_spec("qc", index_type=VectorIndexType.QC)
     serve_table(rec, spec, meta={"generation": "g1", "trained": False})

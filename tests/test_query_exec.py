@@ -236,11 +236,19 @@ def test_planner_errors(data, query, fragment):
     assert body["errors"][0]["code"] == 2001 and fragment in body["errors"][0]["message"]
 
 
-def test_unknown_cluster_is_treated_like_general(data):
-    """Cluster names of a real HA3 instance are arbitrary: an unknown one is not an error."""
-    plan, _ = plan_ha_query(parse_ha_query(f"query=vec_index:'{vec_text(np.ones(DIM))}'&&cluster=my_cluster"),
-                            data.engine)
-    assert plan.table == data.table
+def test_unknown_cluster_is_ha3s_cluster_error_and_general_is_the_whole_instance(data):
+    """HA3 answers ERROR_CLUSTER_NAME_NOT_EXIST (1001) for a cluster it lacks; `general` (what
+    the SDK always sends) and no cluster search every table."""
+    v = vec_text(np.ones(DIM))
+    unknown = f"query=vec_index:'{v}'&&cluster=my_cluster"
+    with pytest.raises(QueryError) as info:
+        plan_ha_query(parse_ha_query(unknown), data.engine)
+    assert info.value.code == 1001
+    assert "cluster name not exist" in str(info.value) and "ClusterName:my_cluster" in str(info.value)
+    assert info.value.location == f"query offset {unknown.index('my_cluster')}"
+    for query in (f"query=vec_index:'{v}'&&cluster=general", f"query=vec_index:'{v}'"):
+        plan, _ = plan_ha_query(parse_ha_query(query), data.engine)
+        assert plan.table == data.table
 
 
 def test_cluster_names_table_and_search_params_translate(data):
@@ -345,7 +353,7 @@ def test_answer_ha_query_end_to_end_and_errors(data):
     body, status = answer_ha_query("config=hit:3,format:xml&&query=vec_index:'1,2'", data.engine, None)
     assert status == 400 and ET.fromstring(body.split("\n", 1)[1]).find("Error/ErrorCode") is not None
     body, status = answer_ha_query(f"query=vec_index:'{vec_text(q)}'&&cluster=nosuch_table_xx", data.engine, None)
-    assert status == 200
+    assert status == 400 and body["errors"][0]["code"] == 1001 and body["result"]["numHits"] == 0
 
 
 def test_mutated_queries_end_to_end_never_crash(data):

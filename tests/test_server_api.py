@@ -52,6 +52,25 @@ def test_health_needs_no_auth_and_metrics_exposes_counters(client):
     assert 'endpoint="/query"' in text
 
 
+def test_unknown_cluster_gets_ha3s_cluster_error_and_general_keeps_working(client):
+    text = base64.b64encode("a red square".encode()).decode()
+    query = f"config=hit:3,format:json&&query=image_index:'{text}&modal=text&n=3'&&cluster="
+    r = ha(client, query + "nope")
+    assert r.status_code == 400
+    [error] = r.json()["errors"]
+    assert error["code"] == 1001 and "cluster name not exist. ClusterName:nope" in error["message"]
+    for cluster in ("general", "images"):  # the SDK's default, and a table name
+        r = ha(client, query + cluster)
+        assert r.status_code == 200 and len(r.json()["result"]["items"]) == 3, r.text
+    # /{index}/search: the path is a table or a vector index name, or the body names a cluster
+    body = {"query": f"image_index:'{text}&modal=text&n=2'", "config": {"hit": 2, "format": "json"}}
+    for path in ("/images/search", "/image_index/search"):
+        r = client.post(path, headers=basic(ADMIN), json=body)
+        assert r.status_code == 200 and len(r.json()["result"]["items"]) == 2, (path, r.text)
+    r = client.post("/images/search", headers=basic(ADMIN), json={**body, "cluster": "nope"})
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == 1001
+
+
 def test_missing_and_wrong_credentials_get_401_in_ha_format(client):
     r = client.get("/query", params={"query": "config=hit:1&&query=x:'1'"})
     assert r.status_code == 401
@@ -256,10 +275,21 @@ def test_modify_table_switches_empty_tables_and_refuses_full_ones(client):
     assert r.status_code == 409 and "reindex" in r.json()["message"]
 
 
-def test_warm_up_loads_the_models_tables_use(client):
+def test_warm_up_runs_each_model_and_one_query_per_table(client, monkeypatch):
+    """Loading is not enough: the starter model loads its text tower on first use, torch sets
+    up on the first forward pass, the engine opens a table's index files on its first search;
+    serve's start-up pays all of it before it accepts queries."""
     from adapter.server.app import warm_up
 
-    assert warm_up(client.runtime) == ["clip"]
+    runtime, calls, searched = client.runtime, [], []
+    embedder, engine = runtime.embedder, runtime.engine
+    real_text, real_image, real_search = embedder.embed_text, embedder.embed_image, engine.search
+    monkeypatch.setattr(embedder, "embed_text", lambda m, t: calls.append(("text", m)) or real_text(m, t))
+    monkeypatch.setattr(embedder, "embed_image", lambda m, d: calls.append(("image", m)) or real_image(m, d))
+    monkeypatch.setattr(engine, "search", lambda plan: searched.append(plan.table) or real_search(plan))
+    assert warm_up(runtime) == ["clip"]
+    assert {("text", "clip"), ("image", "clip")} <= set(calls)
+    assert sorted(searched) == sorted(t for t in engine.list_tables() if engine.get_spec(t).embedding)
 
 
 def test_deflated_body_as_the_vector_sdk_can_send(client):

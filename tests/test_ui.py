@@ -105,3 +105,11 @@ def test_file_bucket_outside_the_data_dir_is_refused(service, tmp_path):
 
     with pytest.raises(SourceError, match="inside the service's data directory"):
         store_for(runtime, spec, outside)
+
+
+def test_sign_out_asks_the_browser_to_drop_its_cache_and_needs_no_login(service):
+    client, _ = service
+    r = client.post("/ui/api/sign-out")
+    assert r.status_code == 204 and r.content == b""
+    assert r.headers["clear-site-data"] == '"cache", "storage"'
+

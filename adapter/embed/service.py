@@ -109,6 +109,13 @@ class EmbeddingService:
     def encoder(self, model: str):
         return self.registry.get(model)
 
+    def warm(self, model: str) -> None:
+        """One text and one small image through the query path: loads what a model loads
+        lazily (the starter model's text tower), starts both micro-batchers and pays torch's
+        first-call set-up, so a service's first query is as fast as its tenth."""
+        self.embed_text(model, "a photo")
+        self.embed_image(model, _warm_up_image())
+
     def close(self) -> None:
         with self._lock:
             batchers, self._batchers = list(self._batchers.values()), {}
@@ -218,6 +225,17 @@ class _MicroBatcher:
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(err)
+
+
+def _warm_up_image() -> bytes:
+    """A small JPEG, made here: the decode path a real query takes, with no file to ship."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 160, 200)).save(out, format="JPEG")
+    return out.getvalue()
 
 
 def _pixel_encoder(enc) -> Callable[[np.ndarray], np.ndarray] | None:

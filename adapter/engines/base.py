@@ -89,8 +89,12 @@ class Engine(Protocol):
     def delete(self, table: str, pks: Sequence[Any], *, generation: str | None = None) -> WriteResult:
         """Delete by primary key; a missing key is not an error."""
 
-    def train(self, table: str, sample: np.ndarray, *, generation: str | None = None) -> None:
-        """Train a Qc (IVF) index on sample vectors before bulk writes; no-op for others."""
+    def train(self, table: str, sample: np.ndarray, *, generation: str | None = None,
+              doc_count: int | None = None) -> None:
+        """Train a Qc (IVF) index on sample vectors before bulk writes; no-op for others.
+        ``doc_count``: the documents the generation will hold (a rebuild knows); below the
+        schema's linear_build_threshold nothing is trained and the table is searched exactly
+        (``VectorIndexSpec.trains_ivf``). None trains as asked."""
 
     # -- reads -------------------------------------------------------------------------
     def get(self, table: str, pks: Sequence[Any], *, output_fields: list[str] | None = None,

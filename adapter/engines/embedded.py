@@ -190,10 +190,13 @@ class EmbeddedEngine:
         result.written = len(keys)
         return result
 
-    def train(self, table: str, sample: np.ndarray, *, generation: str | None = None) -> None:
+    def train(self, table: str, sample: np.ndarray, *, generation: str | None = None,
+              doc_count: int | None = None) -> None:
         gen = self._generation(table, generation)
         if gen.index.family != "ivf_sq8":
             return
+        if doc_count is not None and not gen.spec.vector_index.trains_ivf(doc_count):
+            return  # a small table stays exact; it trains itself once it reaches the threshold
         sample = np.asarray(sample, dtype=np.float32)
         if sample.ndim != 2 or sample.shape[1] != gen.spec.dimension or len(sample) == 0:
             raise QueryError(f"training sample must be (n, {gen.spec.dimension}) vectors, got {sample.shape}")

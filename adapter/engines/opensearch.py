@@ -342,10 +342,13 @@ class OpenSearchEngine:
                 pending = retry
                 self._sleep(self.backoff_s * (2 ** attempt))
 
-    def train(self, table: str, sample: np.ndarray, *, generation: str | None = None) -> None:
+    def train(self, table: str, sample: np.ndarray, *, generation: str | None = None,
+              doc_count: int | None = None) -> None:
         concrete, spec, meta = self._target(table, generation)
         if spec.vector_index.index_type is not VectorIndexType.QC or meta.get("knn_library") == "lucene":
             return  # only a faiss IVF index needs training; a Lucene graph builds as it fills
+        if doc_count is not None and not spec.vector_index.trains_ivf(doc_count):
+            return  # below linear_build_threshold the generation stays a plain field, searched exactly
         sample = np.asarray(sample, dtype=np.float32)
         if sample.ndim != 2 or sample.shape[1] != spec.dimension or len(sample) == 0:
             raise QueryError(f"training sample must be (n, {spec.dimension}) vectors, got {sample.shape}")

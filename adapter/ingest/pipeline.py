@@ -100,15 +100,7 @@ class PipelineConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "PipelineConfig":
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read pipeline file: {exc.strerror}", str(path)) from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where) from None
-        return cls.from_dict(data, base_dir=path.resolve().parent)
+        return cls.from_dict(read_pipeline_file(path), base_dir=path.resolve().parent)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: Path | None = None) -> "PipelineConfig":
@@ -177,6 +169,18 @@ class PipelineConfig(BaseModel):
         blob = json.dumps({"table": self.table, "schema": schema_text, "source": source,
                            "model": self.model, "models": self.models}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_pipeline_file(path: Path) -> Any:
+    """The YAML (or JSON, a subset of YAML) in a pipeline file, not yet validated."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read pipeline file: {exc.strerror}", str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where) from None
 
 
 def _expand_env(value: Any) -> Any:

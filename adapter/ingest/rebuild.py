@@ -42,7 +42,7 @@ from adapter.ingest.journal import close_journal, open_journal
 from adapter.ingest.pipeline import PipelineConfig
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
                                     to_document)
-from adapter.schema.model import TableSpec, VectorIndexType
+from adapter.schema.model import TableSpec
 from adapter.sources.objectstore import ObjectStore, open_store
 from adapter.sources.tables import Row, count_rows, read_table
 
@@ -395,7 +395,8 @@ def _rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg,
         knobs = dict(batch_size=pipeline.batch_size, embed_batch_size=pipeline.embed_batch_size,
                      concurrency=pipeline.concurrency, queue_depth=pipeline.queue_depth, stop=stop)
         cache: dict[int, Prepared] = {}
-        if spec.vector_index.index_type is VectorIndexType.QC and not ckpt.trained:
+        # Below linear_build_threshold a Qc generation stays exact (HA3 brute-forces it): no sample to embed.
+        if spec.vector_index.trains_ivf(total) and not ckpt.trained:
             cache = _train(engine, pipeline, spec, preparer, embedder, model, total, ckpt.generation, knobs)
             ckpt.trained, ckpt.trained_on = True, len(cache)
             report.trained_on = len(cache)
@@ -500,7 +501,7 @@ def _train(engine: Any, pipeline: PipelineConfig, spec: TableSpec, preparer: Rec
                 cache[item.offset] = item  # failed ones are read again (and reported) by the main pass
     if cache:
         sample = np.stack([item.vector for item in cache.values()]).astype(np.float32)
-        engine.train(pipeline.table, sample, generation=generation)
+        engine.train(pipeline.table, sample, generation=generation, doc_count=total)
         log.info("ingest trained table=%s generation=%s sample=%d", pipeline.table, generation, len(cache))
     return cache
 

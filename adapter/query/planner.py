@@ -3,12 +3,12 @@
 Index resolution rule (HA3 names a vector INDEX, not a table):
   the term's INDEX matches a table when it equals that table's vector index name, its
   vector field name, or the table name itself. Candidate tables: the one ``cluster``
-  names, when ``cluster`` is a table name; otherwise every table in the catalog
-  (``cluster=general``, HA3's default cluster, means "the whole instance"; any other
-  cluster name that is not a table is treated the same way, since real instances'
-  cluster names are arbitrary and clients send them unchanged). Exactly one
-  match → that table; none → QueryError "unknown index"; several → QueryError asking for
-  ``cluster=<table>``. A catalog without ``list_tables`` can only resolve by cluster.
+  names, when ``cluster`` is a table name; every table in the catalog for
+  ``cluster=general`` (HA3's default cluster, which the SDK always sends) or no cluster.
+  Any other cluster is HA3's error 1001 (ERROR_CLUSTER_NAME_NOT_EXIST), not a silent
+  search of everything. Exactly one match → that table; none → QueryError "unknown index";
+  several → QueryError asking for ``cluster=<table>``. A catalog without ``list_tables``
+  can only resolve by cluster.
 
 Validation here (names and values that need the TableSpec): vector dimension, filter,
 sort, distinct and aggregate fields, search_params names and values.
@@ -25,6 +25,7 @@ from adapter.query.plan import RANK, SearchParams, SearchPlan, SortKey, filter_f
 from adapter.schema.model import TableSpec
 
 GENERAL_CLUSTER = "general"
+ERROR_CLUSTER_NAME_NOT_EXIST = 1001  # HA3's code, with its message "ConfigClause: cluster name not exist."
 
 
 @dataclass
@@ -89,7 +90,8 @@ def _positive_int(value: Any, where: str) -> int:
     return n
 
 
-def resolve_table(catalog: Any, index: str, cluster: str | None, location: str) -> TableSpec:
+def resolve_table(catalog: Any, index: str, cluster: str | None, location: str,
+                  cluster_location: str = "cluster") -> TableSpec:
     def matches(spec: TableSpec) -> bool:
         return index in (spec.vector_index.name, spec.vector_field, spec.name)
 
@@ -97,12 +99,13 @@ def resolve_table(catalog: Any, index: str, cluster: str | None, location: str) 
         try:
             spec = catalog.get_spec(cluster)
         except NotFoundError:
-            spec = None
-        if spec is not None:
-            if not matches(spec):
-                raise QueryError(f"unknown index {index!r} in table {cluster!r} "
-                                 f"(its vector index is {spec.vector_index.name!r})", location)
-            return spec
+            raise QueryError(f"ConfigClause: cluster name not exist. ClusterName:{cluster} (clusters here: "
+                             f"{GENERAL_CLUSTER!r}, the whole instance, or a table name)", cluster_location,
+                             code=ERROR_CLUSTER_NAME_NOT_EXIST) from None
+        if not matches(spec):
+            raise QueryError(f"unknown index {index!r} in table {cluster!r} "
+                             f"(its vector index is {spec.vector_index.name!r})", location)
+        return spec
     names = list(catalog.list_tables()) if hasattr(catalog, "list_tables") else []
     found = [s for s in (_spec_or_none(catalog, n) for n in names) if s is not None and matches(s)]
     if not found:
@@ -156,7 +159,7 @@ def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions
     term = q.query
     assert term is not None  # parse_ha_query guarantees a query clause
     term_loc = f"query offset {term.offset}"
-    spec = resolve_table(catalog, term.index, q.cluster, term_loc)
+    spec = resolve_table(catalog, term.index, q.cluster, term_loc, f"query offset {q.offsets.get('cluster', 0)}")
     if term.vectors:
         check_dimension(spec, term.vectors, term_loc)
     elif term.modal and spec.embedding is None:

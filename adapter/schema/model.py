@@ -142,6 +142,13 @@ class VectorIndexSpec(BaseModel):
 
     # -- derived index geometry, shared by both engines so they build the same thing --
 
+    def trains_ivf(self, doc_count: int) -> bool:
+        """Whether a Qc table of ``doc_count`` documents gets a trained IVF index. HA3 searches
+        a table below ``linear_build_threshold`` by brute force, and so do we: an IVF trained
+        on a handful of vectors (nlist 1, an int8 range from a tiny sample) would only make
+        results worse."""
+        return self.index_type is VectorIndexType.QC and doc_count >= self.linear_build_threshold
+
     def ivf_nlist(self, doc_count: int | None = None) -> int:
         """Qc centroid_count, or automatic: ~4*sqrt(N) lists, each with >= 39 training points."""
         if self.qc and self.qc.centroid_count:

@@ -55,7 +55,6 @@ dot-part of the endpoint)
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -69,8 +68,8 @@ from adapter.server.auth import Authenticator
 from adapter.server.common import add_routes
 from adapter.server.limits import BodyLimitMiddleware
 from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
+from adapter.server.warmup import warm_up
 
-log = logging.getLogger("adapter.server")
 
 
 def _served_runtime(runtime: Runtime, metrics: Metrics) -> Runtime:
@@ -82,26 +81,6 @@ def _served_runtime(runtime: Runtime, metrics: Metrics) -> Runtime:
     )
     served.metrics = metrics
     return served
-
-
-def warm_up(runtime: Runtime) -> list[str]:
-    """Load every model an existing table uses (uvicorn accepts no connection before this)."""
-    loaded = []
-    encoder = getattr(runtime.embedder, "encoder", None)
-    if encoder is None:
-        return loaded
-    models = set()
-    for table in runtime.engine.list_tables():
-        spec = runtime.engine.get_spec(table)
-        if spec.embedding is not None:
-            models.add(spec.embedding.model)
-    for model in sorted(models):
-        try:
-            encoder(model)
-            loaded.append(model)
-        except Exception as exc:  # a broken model fails its queries (503), not the whole service
-            log.warning("model %s could not be loaded at startup: %s", model, exc)
-    return loaded
 
 
 def create_app(runtime: Runtime) -> FastAPI:

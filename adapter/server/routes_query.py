@@ -14,7 +14,8 @@ from typing import Any, Callable
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from adapter.errors import PayloadTooLargeError, QueryError
+from adapter.errors import NotFoundError, PayloadTooLargeError, QueryError
+from adapter.query.planner import GENERAL_CLUSTER
 from adapter.server import docs
 from adapter.server.auth import reader
 from adapter.server.common import json_bytes, offload, parse_json
@@ -98,8 +99,9 @@ def _answer_body(raw: bytes, to_query: Callable[[dict], str], limit: int, runtim
 _CLAUSES = ("config", "query", "filter", "sort", "kvpairs", "distinct", "aggregate")
 
 
-def _compose(index: str, body: dict) -> str:
-    """A ``/{index}/search`` JSON body as an HA query string (cluster = the index)."""
+def _compose(index: str, engine: Any, body: dict) -> str:
+    """A ``/{index}/search`` JSON body as an HA query string (cluster: the body's, else the
+    path's index when it names a table, else HA3's default cluster)."""
     text = body.get("assemblyQuery")
     if isinstance(text, str):
         return text
@@ -122,11 +124,20 @@ def _compose(index: str, body: dict) -> str:
         raise QueryError("search body needs 'query' (an HA query clause or a whole HA query string)", "$.query")
     if not any(p.startswith("config=") for p in parts):
         parts.insert(0, "config=start:0,hit:10,format:json")
-    parts.append(f"cluster={body.get('cluster', index)}")
+    parts.append(f"cluster={body.get('cluster') or _path_cluster(engine, index)}")
     return "&&".join(parts)
+
+
+def _path_cluster(engine: Any, index: str) -> str:
+    try:
+        engine.get_spec(index)
+    except NotFoundError:
+        return GENERAL_CLUSTER  # the path names a vector index, not a table: the whole instance
+    return index
 
 
 @router.post("/{index}/search", summary="HA query as JSON (SDK search_rest)")
 async def index_search(index: str, request: Request, _=Depends(reader)) -> Response:
-    return await offload(_answer_body, await json_bytes(request), functools.partial(_compose, index),
-                         _limit(request), request.app.state.runtime)
+    runtime = request.app.state.runtime
+    return await offload(_answer_body, await json_bytes(request), functools.partial(_compose, index, runtime.engine),
+                         _limit(request), runtime)

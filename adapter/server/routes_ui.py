@@ -105,6 +105,14 @@ async def ui_tasks(request: Request, _=Depends(reader)) -> dict[str, Any]:
     return {"tasks": tasks}
 
 
+@router.post("/ui/api/sign-out", tags=["ui"], status_code=204)
+async def ui_sign_out() -> Response:
+    """The page's sign-out. No credentials needed: it only tells this browser to forget. The
+    page drops its own state; Clear-Site-Data asks the browser to drop its HTTP cache for
+    this origin (thumbnails are cached privately for an hour) and the origin's storage."""
+    return Response(status_code=204, headers={"Clear-Site-Data": '"cache", "storage"'})
+
+
 def include_ui(app: FastAPI) -> None:
     """Add the page to an app: ``/`` and ``/ui`` lead to it; assets under ``/ui/static``."""
     add_routes(app, router)

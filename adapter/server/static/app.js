@@ -15,6 +15,13 @@ const state = {
 
 const $ = (sel) => document.querySelector(sel);
 
+// Requests go to absolute URLs on the page's origin. Opened as http://user:pass@host/ui/,
+// the page's own URL carries the credentials, every relative URL would inherit them, and
+// fetch() refuses a URL with credentials in it ("Request cannot be constructed from a URL
+// that includes credentials"). location.origin never includes them.
+const ORIGIN = window.location.origin;
+const at = (path) => new URL(path, ORIGIN).toString();
+
 // ---------------------------------------------------------------- HTTP helpers
 class HttpError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -25,8 +32,9 @@ async function api(path, options = {}) {
   // browser shows our sign-in form instead of its own modal prompt.
   const headers = Object.assign({ "X-Requested-With": "ha3-page" }, options.headers || {});
   if (state.auth) headers["Authorization"] = state.auth;
-  const resp = await fetch(path, Object.assign({}, options, { headers }));
+  const resp = await fetch(at(path), Object.assign({}, options, { headers }));
   if (resp.status === 401) {
+    if (state.auth) forgetLogin(); // a stored login that stopped working is no use either
     showLogin(state.auth ? "User or password refused (401)." : "");
     throw new HttpError(401, "authentication required");
   }
@@ -55,35 +63,89 @@ function errorText(body) {
 }
 
 // ---------------------------------------------------------------- login
-function showLogin(message) {
+function showLogin(message, isError = true) {
   $("#login").classList.remove("hidden");
   $("#view-search").classList.add("hidden");
   $("#view-admin").classList.add("hidden");
+  $("#sign-out").classList.add("hidden");
   $("#login-error").textContent = message || "";
+  $("#login-error").classList.toggle("error", isError);
 }
 
 function hideLogin() {
   $("#login").classList.add("hidden");
+  $("#sign-out").classList.remove("hidden");
   switchView(currentView());
 }
 
-$("#login-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const user = $("#login-user").value;
-  const password = $("#login-password").value;
+// Tries user:password on the overview; keeps the login for this tab only when it works.
+async function signIn(user, password) {
   // btoa needs Latin-1: encode UTF-8 first so non-ASCII passwords work.
   state.auth = "Basic " + b64FromBytes(new TextEncoder().encode(`${user}:${password}`));
   state.user = user;
   try {
     await loadTables();
-    sessionStorage.setItem("ha3-auth", state.auth);
-    sessionStorage.setItem("ha3-user", user);
-    hideLogin();
   } catch (e) {
     state.auth = null;
+    throw e;
+  }
+  sessionStorage.setItem("ha3-auth", state.auth);
+  sessionStorage.setItem("ha3-user", user);
+}
+
+function forgetLogin() {
+  sessionStorage.removeItem("ha3-auth");
+  sessionStorage.removeItem("ha3-user");
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    await signIn($("#login-user").value, $("#login-password").value);
+    $("#login-password").value = "";
+    hideLogin();
+  } catch (e) {
     if (!(e instanceof HttpError && e.status === 401)) $("#login-error").textContent = String(e.message || e);
   }
 });
+
+// ---------------------------------------------------------------- sign out
+// Forgets the login and everything the page kept: its tab storage, results, thumbnails
+// (blob URLs), the last query image, the API examples, the admin view. The server's answer
+// carries Clear-Site-Data, which asks the browser to drop its HTTP cache of this origin
+// (thumbnails are cached privately for an hour); browsers honour it on https and localhost.
+async function signOut() {
+  clearTimeout(state.polling);
+  forgetLogin();
+  Object.assign(state, { auth: null, user: null, tables: [], instanceId: null, lastImageB64: null,
+                         lastMode: "text", polling: null });
+  releaseImages(document);
+  $("#results").innerHTML = "";
+  $("#q-preview").removeAttribute("src");
+  $("#q-preview").classList.add("hidden");
+  for (const id of ["#api-query", "#api-curl", "#api-sdk"]) $(id).textContent = "";
+  $("#api-box").classList.add("hidden");
+  for (const id of ["#q-text", "#q-cate", "#q-file", "#login-user", "#login-password"]) $(id).value = "";
+  $("#q-table").innerHTML = "";
+  $("#admin-tables tbody").innerHTML = "";
+  $("#admin-tasks").innerHTML = "";
+  $("#admin-message").textContent = "";
+  $("#who").textContent = "";
+  setStatus("");
+  for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.view === "search");
+  showLogin("Signed out.", false);
+  try {
+    await fetch(at("/ui/api/sign-out"), { method: "POST", headers: { "X-Requested-With": "ha3-page" } });
+  } catch (e) { /* the page's own state is gone already */ }
+}
+$("#sign-out").addEventListener("click", signOut);
+
+// Images shown from blob: URLs hold their bytes until revoked.
+function releaseImages(root) {
+  for (const img of root.querySelectorAll("img")) {
+    if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  }
+}
 
 // ---------------------------------------------------------------- views
 function currentView() { return $("#tab-admin").classList.contains("active") ? "admin" : "search"; }
@@ -227,6 +289,7 @@ function itemScore(item) {
 
 function renderResults(table, items) {
   const grid = $("#results");
+  releaseImages(grid);
   grid.innerHTML = "";
   for (const item of items) {
     const fields = item.fields || {};
@@ -302,6 +365,7 @@ async function searchByFile(file) {
 
 function showPreview(url) {
   const img = $("#q-preview");
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
   img.src = url; img.classList.remove("hidden");
 }
 
@@ -402,7 +466,27 @@ async function loadTasks() {
 $("#admin-refresh").addEventListener("click", loadAdmin);
 
 // ---------------------------------------------------------------- start
+// http://user:pass@host/ui/: sign in with those, then load the page again without them, so
+// the password leaves the page's URL (history.replaceState may not change credentials).
+function credentialsInUrl() {
+  const url = new URL(document.URL);
+  if (!url.username && !url.password) return null;
+  return { user: decodeURIComponent(url.username), password: decodeURIComponent(url.password) };
+}
+
 (async () => {
+  const given = credentialsInUrl();
+  if (given) {
+    try {
+      await signIn(given.user, given.password);
+      window.location.replace(ORIGIN + window.location.pathname + window.location.search + window.location.hash);
+    } catch (e) {
+      $("#login-user").value = given.user;
+      if (e instanceof HttpError && e.status === 401) showLogin("The user and password in the address were refused (401).");
+      else setStatus(String(e.message || e), true);
+    }
+    return;
+  }
   try { await loadTables(); hideLogin(); } catch (e) {
     if (!(e instanceof HttpError && e.status === 401)) setStatus(String(e.message || e), true);
   }
