@@ -152,7 +152,9 @@ def test_qc_training_below_linear_build_threshold_leaves_the_table_exact(box):
     docs, vecs = make_docs(60)
     box.engine.train(name, vecs[:30], doc_count=60)
     assert box.engine.upsert(name, docs).written == 60
-    assert box.engine.stats(name).extra["trained"] is False
+    stats = box.engine.stats(name)
+    # (A Lucene graph stands in for IVF where the k-NN plugin has no native code: nothing to train.)
+    assert stats.extra["trained"] is False or stats.extra.get("knn_library") == "lucene"
     q = np.random.default_rng(3).standard_normal(DIM).astype(np.float32)
     res = box.engine.search(knn(name, q, k=10))  # no exact flag: the engine's own choice
     ids, scores = brute(vecs, q, spec.distance)
