@@ -9,6 +9,7 @@ import numpy as np
 
 from adapter.engines.base import Document
 from adapter.schema.model import FieldSpec, TableSpec
+from adapter.vectors import to_vector
 
 
 def scalar_value(field: FieldSpec, value: Any) -> Any:
@@ -44,13 +45,14 @@ def vector_value(spec: TableSpec, vector: Any) -> np.ndarray:
     if vector is None:
         raise ValueError(f"vector field '{spec.vector_field}' is missing")
     if isinstance(vector, str):
-        vector = [float(x) for x in vector.split(spec.vector_index.embedding_delimiter) if x.strip()]
-    arr = np.asarray(vector, dtype=np.float32).reshape(-1)
+        try:
+            vector = [float(x) for x in vector.split(spec.vector_index.embedding_delimiter) if x.strip()]
+        except ValueError:
+            raise ValueError(f"vector field '{spec.vector_field}' is not delimited numbers") from None
+    arr = to_vector(vector)
     if arr.shape[0] != spec.dimension:
         raise ValueError(f"vector has {arr.shape[0]} values, table '{spec.name}' needs {spec.dimension}")
-    if not np.isfinite(arr).all():
-        raise ValueError("vector contains NaN or infinity")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def normalize_document(spec: TableSpec, doc: Document) -> tuple[Any, dict[str, Any], np.ndarray]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,6 +30,7 @@ import numpy as np
 
 from adapter.errors import QueryError
 from adapter.query.plan import RANK, And, Compare, FilterExpr, InList, Not, Or, SortKey
+from adapter.vectors import score_problem, vectors_problem
 
 CLAUSES = ("config", "query", "filter", "sort", "kvpairs", "distinct", "aggregate", "cluster")
 MAX_N = 10000
@@ -480,8 +480,9 @@ def _float(value: str, what: str, at: int) -> float:
         x = float(value)
     except ValueError:
         raise _err(f"{what} must be a number, got {value!r}", at) from None
-    if not math.isfinite(x):
-        raise _err(f"{what} must be finite, got {value!r}", at)
+    problem = score_problem(x)
+    if problem:
+        raise _err(f"{what} {problem}, got {value!r}", at)
     return x
 
 
@@ -508,6 +509,9 @@ def parse_vectors(payload: str, at: int, delimiter: str = ",") -> list[list[floa
         if not np.isfinite(arr).all():
             bad = items[int(np.flatnonzero(~np.isfinite(arr))[0])]
             raise _err(f"query: vector element {bad!r} is not finite", chunk_at)
+        problem = vectors_problem(arr)
+        if problem:
+            raise _err(f"query: vector {problem}", chunk_at)
         vectors.append(arr.tolist())
     if not vectors:
         raise _err("query: empty vector payload", at)

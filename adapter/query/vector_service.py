@@ -46,10 +46,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from adapter.engines.base import Hit, SearchResult
 from adapter.errors import AdapterError, QueryError
@@ -59,8 +59,12 @@ from adapter.query.plan import RANK, AggFunc, AggregatePlan, FetchPlan, SearchPl
 from adapter.query.planner import (check_dimension, check_fields, default_sort, engine_sort,
                                    translate_search_params)
 from adapter.schema.model import TableSpec
+from adapter.vectors import float32_score, vectors_problem
 
 MAX_TOPK = 10000
+
+# Scores and weights: finite and within float32 range (a NaN threshold silently matched nothing).
+Score = Annotated[float, AfterValidator(float32_score)]
 
 
 class _Req(BaseModel):
@@ -80,7 +84,7 @@ class QueryRequest(_Req):
     topK: int = 100
     indexName: str | None = None
     sparseData: dict[str, Any] | None = None
-    weight: float | None = None
+    weight: Score | None = None
     content: str | None = None
     contents: list[str] | None = None
     modal: Literal["text", "image"] | None = None
@@ -90,7 +94,7 @@ class QueryRequest(_Req):
     searchParams: str | dict[str, Any] | None = None
     textQueryString: str | None = None
     filter: str | None = None
-    scoreThreshold: float | None = None
+    scoreThreshold: Score | None = None
     sort: str | None = None
     kvpairs: dict[str, Any] | None = None
     contentType: str | None = None
@@ -132,7 +136,7 @@ class TextQuery(_Req):
     queryString: str
     queryParams: dict[str, Any] | None = None
     filter: str | None = None
-    weight: float = 1.0
+    weight: Score = 1.0
     terminateAfter: int | None = None
 
 
@@ -263,10 +267,11 @@ def _query_vectors(req: QueryRequest, spec: TableSpec, runtime: Any, path: str) 
         if count < 1 or len(req.vector) != count * spec.dimension:
             raise QueryError(f"vector has {len(req.vector)} values; expected vectorCount ({count}) x "
                              f"dimension ({spec.dimension})", f"{path}.vector")
-        arr = np.asarray(req.vector, dtype=np.float64)
-        if not np.all(np.isfinite(arr)):
-            raise QueryError("vector holds a non-finite value", f"{path}.vector")
-        return [arr[i * spec.dimension:(i + 1) * spec.dimension].tolist() for i in range(count)]
+        arr = np.asarray(req.vector, dtype=np.float64).reshape(count, spec.dimension)
+        problem = vectors_problem(arr)
+        if problem:
+            raise QueryError(f"vector {problem}", f"{path}.vector")
+        return arr.tolist()
     contents = req.contents or ([req.content] if req.content is not None else [])
     if not contents:
         raise QueryError("give vector, or content/contents with modal", f"{path}.vector")
@@ -412,8 +417,7 @@ def handle_search(body: dict, runtime: Any) -> dict:
                           sort=default_sort(spec), output_fields=output, start=0, hit=k)
         legs.append((_run(plan, runtime), req.text.weight))
     if req.rank and req.rank.rrf is not None:
-        rrf = req.rank.rrf
-        k = float(rrf.get("rankConstant", rrf.get("rank_constant", rrf.get("k", 60))))
+        k = _rank_constant(req.rank.rrf)
         fused = fuse_rrf([r.hits for r, _ in legs], k)
         descending = True
     else:
@@ -425,6 +429,18 @@ def handle_search(body: dict, runtime: Any) -> dict:
     page = fused[req.from_: req.from_ + req.size]
     items = [_hit_item(h, output, False) for h in page]
     return envelope(items, len(fused), time.perf_counter() - t0)
+
+
+def _rank_constant(rrf: dict[str, Any]) -> float:
+    """RRF's k: a number >= 0 (1 / (k + rank) needs k + 1 > 0)."""
+    raw = rrf.get("rankConstant", rrf.get("rank_constant", rrf.get("k", 60)))
+    try:
+        k = float(raw)
+    except (TypeError, ValueError):
+        raise QueryError(f"rank constant must be a number, got {raw!r}", "$.rank.rrf.rankConstant") from None
+    if not 0 <= k <= 1e9:
+        raise QueryError(f"rank constant must be in 0..1e9, got {raw!r}", "$.rank.rrf.rankConstant")
+    return k
 
 
 def fuse_weighted(legs: list[tuple[list[Hit], float]]) -> list[Hit]:
