@@ -8,6 +8,8 @@ Example ``config.yaml``::
       - {username: admin, password_hash: "scrypt$16384$8$1$<salt>$<hash>"}
       - {username: reader, password: "plain text is hashed at load", read_only: true}
     limits: {max_body_bytes: 20971520}
+    access: {source_roots: [/srv/tables], bucket_roots: [/srv/images],
+             object_store_endpoints: ["https://oss-cn-hangzhou.aliyuncs.com"]}
     host: 0.0.0.0
     port: 8080
 
@@ -97,6 +99,20 @@ class LimitsConfig(BaseModel):
     max_push_documents: int = Field(10_000, gt=0)  # commands per push request
 
 
+class AccessConfig(BaseModel):
+    """Where the service may read on its clients' behalf, besides its own data directory
+    (see adapter.sources.access). Empty lists: the data directory only, and no endpoint
+    other than the provider default (AWS S3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_roots: list[Path] = Field(default_factory=list)  # table files / SQLite a reindex may read
+    bucket_roots: list[Path] = Field(default_factory=list)  # folders a table may use as a file:// bucket
+    # S3/OSS endpoints a schema or pipeline may name: "https://oss-cn-hangzhou.aliyuncs.com",
+    # "127.0.0.1:9000" (any scheme), "*.aliyuncs.com" (any subdomain).
+    object_store_endpoints: list[str] = Field(default_factory=list)
+
+
 def _default_engine() -> EngineConfig:
     return EngineConfig(kind="embedded", data_dir=Path("./data"))
 
@@ -109,6 +125,7 @@ class Settings(BaseModel):
     models: Path | None = None  # ModelRegistry config file; None = registry defaults/env
     users: list[UserConfig] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     # /openapi/ha3/instances/{instance}: "*" accepts any id, so clients keep their real

@@ -70,6 +70,14 @@ class ForbiddenError(AdapterError):
     http_status = 403
 
 
+class AccessError(AdapterError):
+    """A path, bucket folder or endpoint outside what the operator allowed, or stored
+    credentials asked for somewhere they were not given for."""
+
+    code = 4031
+    http_status = 403
+
+
 class PayloadTooLargeError(AdapterError):
     """A request body or image over the configured limits."""
 

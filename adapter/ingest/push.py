@@ -18,13 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from adapter.errors import AdapterError, SourceError
+from adapter.errors import AccessError, AdapterError, SourceError
 from adapter.ingest.journal import active_journal
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
                                     to_document)
 from adapter.ingest.rebuild import parts_of
 from adapter.schema.model import TableSpec
-from adapter.sources.objectstore import ObjectStore, open_store
+from adapter.sources.access import AccessRules, UnavailableStore, open_table_store
+from adapter.sources.objectstore import AccessDeniedError, ObjectStore, ObjectStoreError
 
 SUPPORTED_COMMANDS = ("add", "delete")
 
@@ -66,31 +67,28 @@ def stored_credentials(runtime: Any, table: str, field: str) -> Any:
         return None
 
 
-def resolve_store(runtime: Any, table: str, spec: TableSpec) -> ObjectStore | None:
-    """The object store for a table's oss source field, credentials from the runtime's secrets.
+def access_rules(runtime: Any) -> AccessRules:
+    """The service's rules; a bare engine+embedder pair (CLI, tests) is the operator's own."""
+    rules = getattr(runtime, "access", None)
+    return rules if isinstance(rules, AccessRules) else AccessRules.unrestricted()
 
-    Looks for ``runtime.secrets.object_store(table)`` (an ObjectStoreSpec/config/mapping with
-    credentials) and falls back to the schema's endpoint/bucket with environment credentials.
-    """
+
+def resolve_store(runtime: Any, table: str, spec: TableSpec) -> ObjectStore | None:
+    """The object store for a table's oss source field, with the keys stored for it.
+
+    A store that may not be opened (a folder or endpoint outside the operator's rules,
+    keys stored for another place) fails each document that needs it, with the reason."""
     source = spec.source_field
     if source is None or source.object_store is None:
         return None
-    cache = getattr(runtime, "_ingest_stores", None)
-    if isinstance(cache, dict) and table in cache:
-        return cache[table]
-    credentials = stored_credentials(runtime, table, source.name)
     try:
-        if credentials is None:
-            store = open_store(source.object_store)
-        elif hasattr(credentials, "access_key_id") and not hasattr(credentials, "addressing_style"):
-            store = open_store(credentials)  # an ObjectStoreSpec with keys
-        else:
-            store = open_store(source.object_store, overrides=credentials)
-    except SourceError:
-        store = None  # reported per document as store_error
-    if isinstance(cache, dict):
-        cache[table] = store
-    return store
+        return open_table_store(access_rules(runtime), schema=source.object_store,
+                                stored=stored_credentials(runtime, table, source.name),
+                                where=f"$.fields[{source.name}].user_defined_param")
+    except AccessError as exc:
+        return UnavailableStore(AccessDeniedError(exc.message, exc.location))
+    except SourceError as exc:
+        return UnavailableStore(ObjectStoreError(exc.message, exc.location))
 
 
 def apply_push(runtime: Any, table: str, commands: Sequence[Any], *, pk_field: str | None = None,

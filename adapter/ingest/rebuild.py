@@ -43,7 +43,8 @@ from adapter.ingest.pipeline import PipelineConfig
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
                                     to_document)
 from adapter.schema.model import TableSpec, VectorIndexType
-from adapter.sources.objectstore import ObjectStore, open_store
+from adapter.sources.access import open_table_store
+from adapter.sources.objectstore import ObjectStore
 from adapter.sources.tables import Row, count_rows, read_table
 
 log = logging.getLogger("adapter.ingest")
@@ -156,27 +157,24 @@ def parts_from_pipeline(pipeline: PipelineConfig) -> IngestParts:
 
 
 def open_image_store(pipeline: PipelineConfig, spec: TableSpec, runtime: Any = None) -> ObjectStore | None:
-    """The store for the source field: pipeline's object_store over the schema's oss params
-    (with credentials from the runtime's SecretStore when the service runs the rebuild)."""
-    from adapter.ingest.push import stored_credentials
+    """The store for the source field: the pipeline's object_store over the schema's oss
+    params, under the service's access rules and with the keys stored for the table when
+    the service runs the rebuild (adapter.sources.access)."""
+    from adapter.ingest.push import access_rules, stored_credentials
 
     image = pipeline.source.image
     source = spec.source_field
-    schema_store = source.object_store if source is not None else None
-    if source is not None and runtime is not None:
-        stored = stored_credentials(runtime, pipeline.table, source.name)
-        if stored is not None and hasattr(stored, "access_key_id"):
-            schema_store = stored
     if image.kind in ("base64", "vector"):
         return None
-    if image.object_store is not None:
-        return open_store(schema_store or image.object_store, overrides=image.object_store if schema_store else None)
-    if schema_store is not None:  # the schema's oss field (kind auto or object_store)
-        return open_store(schema_store)
-    if image.kind == "object_store":
-        raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
-                          "$.source.image.object_store")
-    return None
+    schema_store = source.object_store if source is not None else None
+    if image.object_store is None and schema_store is None:
+        if image.kind == "object_store":
+            raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
+                              "$.source.image.object_store")
+        return None
+    stored = stored_credentials(runtime, pipeline.table, source.name) if source is not None and runtime else None
+    return open_table_store(access_rules(runtime), schema=schema_store, stored=stored, pipeline=image.object_store,
+                            where="$.source.image.object_store")
 
 
 # --------------------------------------------------------------------------- progress
