@@ -311,13 +311,20 @@ def _split_multi(value: Any) -> list[Any]:
     return [part.strip() for part in text.split(separator)]
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """A bad value as an error message quotes it: short, so that a report or task status
+    names the culprit without carrying a file's contents."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
 def _coerce_scalar(value: Any, type_: FieldType) -> Any:
     if type_.is_integer:
         if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not an integer")
+            raise ValueError(f"{_shown(value)} is not an integer")
         if isinstance(value, float):
             if not value.is_integer():
-                raise ValueError(f"{value!r} is not an integer")
+                raise ValueError(f"{_shown(value)} is not an integer")
             number = int(value)
         else:
             text = str(value).strip()
@@ -327,9 +334,9 @@ def _coerce_scalar(value: Any, type_: FieldType) -> Any:
                 try:
                     as_float = float(text)
                 except ValueError:
-                    raise ValueError(f"{value!r} is not an integer") from None
+                    raise ValueError(f"{_shown(value)} is not an integer") from None
                 if not as_float.is_integer():
-                    raise ValueError(f"{value!r} is not an integer") from None
+                    raise ValueError(f"{_shown(value)} is not an integer") from None
                 number = int(as_float)
         low, high = INT_RANGES[type_]
         if not low <= number <= high:
@@ -337,13 +344,13 @@ def _coerce_scalar(value: Any, type_: FieldType) -> Any:
         return number
     if type_ in (FieldType.FLOAT, FieldType.DOUBLE):
         if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not a number")
+            raise ValueError(f"{_shown(value)} is not a number")
         try:
             number = float(str(value).strip()) if not isinstance(value, (int, float)) else float(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not a number") from None
+            raise ValueError(f"{_shown(value)} is not a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"{value!r} is not a finite number")
+            raise ValueError(f"{_shown(value)} is not a finite number")
         return number
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
