@@ -127,12 +127,16 @@ class Runtime:
         from adapter.embed.registry import ModelRegistry
         from adapter.embed.service import EmbeddingService
         from adapter.engines.factory import open_engine
+        from adapter.ingest.journal import discard_stale_journals
+        from adapter.ingest.service_pipeline import ingest_dir
         from adapter.ingest.tasks import TaskRegistry
 
         engine = open_engine(settings.engine)
         registry = ModelRegistry.from_config(settings.models)
         state = settings.state_dir
         state.mkdir(parents=True, exist_ok=True)
+        # Journals whose rebuild switched just before a crash: their pushes are all live.
+        discard_stale_journals(engine, ingest_dir(state))
         return cls(engine, EmbeddingService(registry), SecretStore(state), TaskRegistry(), settings)
 
     # -- tables ------------------------------------------------------------------------

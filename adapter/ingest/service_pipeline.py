@@ -29,9 +29,14 @@ from adapter.ingest.pipeline import PipelineConfig
 from adapter.sources.access import AccessRules
 
 PIPELINE_DIR = "pipelines"
+INGEST_DIR = "ingest"  # checkpoints, reports and journals of the service's rebuilds
 SUFFIXES = (".json", ".yaml", ".yml")
 # Keys that choose where the service writes or what it runs with: always the service's own.
 SERVER_OWNED = ("checkpoint_dir", "report", "engine", "models_config")
+
+
+def ingest_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / INGEST_DIR
 
 
 def pipeline_file(state_dir: Path, name: str) -> Path | None:
@@ -72,7 +77,7 @@ def load_service_pipeline(runtime: Any, table: str, name: str) -> PipelineConfig
         if key in raw:
             raise ConfigError(f"pipeline {name!r} sets {key!r}: a reindex run by the service uses its own "
                               "engine, models and ingest folder; remove it", f"$.{key}")
-    raw = {**raw, "table": table, "checkpoint_dir": str(state / "ingest")}
+    raw = {**raw, "table": table, "checkpoint_dir": str(ingest_dir(state))}
     if "schema" not in raw:
         stored = state / "schemas" / f"{table}.json"
         if not stored.exists():
