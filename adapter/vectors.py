@@ -50,7 +50,7 @@ def to_vector(values: Any, dimension: int | None = None) -> np.ndarray:
     """A contiguous float32 vector from a list/array of numbers; ValueError saying why not."""
     try:
         arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("vector holds non-numbers") from None
     if dimension is not None and arr.shape[0] != dimension:
         raise ValueError(f"vector has {arr.shape[0]} values, the table's dimension is {dimension}")

@@ -9,6 +9,7 @@ Every way a record can fail ends as a ``Failure(pk, reason, message)``; nothing 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
@@ -41,7 +42,9 @@ class Failure:
     offset: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"pk": self.pk, "reason": self.reason, "message": self.message}
+        # The key as the client sent it; a non-finite number (1e999) as text: JSON has no such number.
+        pk = str(self.pk) if isinstance(self.pk, float) and not math.isfinite(self.pk) else self.pk
+        data = {"pk": pk, "reason": self.reason, "message": self.message}
         if self.offset is not None:
             data["offset"] = self.offset
         return data

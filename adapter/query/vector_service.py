@@ -54,7 +54,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from adapter.engines.base import Hit, SearchResult
 from adapter.errors import AdapterError, QueryError
 from adapter.query.executor import execute
-from adapter.query.haquery import parse_filter, parse_search_params_json, parse_sort
+from adapter.query.haquery import MAX_QUERY_VECTORS, parse_filter, parse_search_params_json, parse_sort
 from adapter.query.plan import RANK, AggFunc, AggregatePlan, FetchPlan, SearchPlan, SortKey, filter_fields
 from adapter.query.planner import (check_dimension, check_fields, default_sort, engine_sort,
                                    translate_search_params)
@@ -62,6 +62,10 @@ from adapter.schema.model import TableSpec
 from adapter.vectors import float32_score, vectors_problem
 
 MAX_TOPK = 10000
+MAX_OFFSET = 2**31 - 1  # fetch paging: far beyond any table, inside every engine's integer
+# Work one request may ask for, summed over all its queries: k-NN searches (MAX_QUERY_VECTORS,
+# contents included) and contents to embed (the dear part: ~30 ms each on a CPU).
+MAX_QUERY_CONTENTS = 16
 
 # Scores and weights: finite and within float32 range (a NaN threshold silently matched nothing).
 Score = Annotated[float, AfterValidator(float32_score)]
@@ -104,7 +108,7 @@ class QueryRequest(_Req):
 
 class MultiQueryRequest(_Req):
     tableName: str
-    queries: list[QueryRequest]
+    queries: list[QueryRequest] = Field(max_length=MAX_QUERY_VECTORS)
     topK: int = 100
     includeVector: bool = False
     outputFields: list[str] | None = None
@@ -116,11 +120,11 @@ class MultiQueryRequest(_Req):
 
 class FetchRequest(_Req):
     tableName: str
-    ids: list[str | int] | None = None
+    ids: list[str | int] | None = Field(None, max_length=MAX_TOPK)
     filter: str | None = None
     sort: str | None = None
     limit: int = Field(100, ge=0, le=MAX_TOPK)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     includeVector: bool = False
     outputFields: list[str] | None = None
     kvpairs: dict[str, Any] | None = None
@@ -147,7 +151,7 @@ class RankQuery(_Req):
 class SearchRequest(_Req):
     tableName: str
     size: int = Field(10, ge=1, le=MAX_TOPK)
-    from_: int = Field(0, ge=0, alias="from")
+    from_: int = Field(0, ge=0, le=MAX_TOPK, alias="from")
     order: Literal["ASC", "DESC", "asc", "desc"] | None = None
     outputFields: list[str] | None = None
     knn: KnnQuery | None = None
@@ -176,7 +180,7 @@ class AggregateRequest(_Req):
 
 
 class BatchRequest(_Req):
-    queries: list[QueryRequest]
+    queries: list[QueryRequest] = Field(max_length=MAX_QUERY_VECTORS)
     timeout: int | None = None
 
 
@@ -259,6 +263,23 @@ def _spec(runtime: Any, table: str) -> TableSpec:
     return runtime.engine.get_spec(table)
 
 
+def check_work(queries: list[QueryRequest], path: str = "$", *, extra_contents: int = 0) -> None:
+    """Refuse, before any embedding or search, a request asking for more than one request may."""
+    vectors = contents = extra_contents
+    for q in queries:
+        if q.vector:
+            vectors += q.vectorCount or 1
+        else:
+            n = len(q.contents) if q.contents else int(q.content is not None)
+            vectors += n
+            contents += n
+    if vectors > MAX_QUERY_VECTORS:
+        raise QueryError(f"{vectors} query vectors in one request; the limit is {MAX_QUERY_VECTORS} "
+                         "(vectorCount, contents and queries together)", path)
+    if contents > MAX_QUERY_CONTENTS:
+        raise QueryError(f"{contents} contents to embed in one request; the limit is {MAX_QUERY_CONTENTS}", path)
+
+
 def _query_vectors(req: QueryRequest, spec: TableSpec, runtime: Any, path: str) -> list[list[float]]:
     if req.indexName and req.indexName not in (spec.vector_index.name, spec.vector_field):
         raise QueryError(f"unknown index {req.indexName!r} in table {spec.name!r}", f"{path}.indexName")
@@ -327,6 +348,7 @@ def _hits_envelope(result: SearchResult, output: list[str] | None, include_vecto
 def handle_query(body: dict, runtime: Any) -> dict:
     t0 = time.perf_counter()
     req = _model(QueryRequest, body)
+    check_work([req])
     plan = plan_query(req, runtime)
     return _hits_envelope(_run(plan, runtime), req.outputFields or [], req.includeVector, t0)
 
@@ -337,6 +359,7 @@ def handle_multi_query(body: dict, runtime: Any) -> dict:
     req = _model(MultiQueryRequest, body)
     if not req.queries:
         raise QueryError("queries is empty", "$.queries")
+    check_work(req.queries, "$.queries")
     spec = _spec(runtime, req.tableName)
     if not 1 <= req.topK <= MAX_TOPK:
         raise QueryError(f"topK must be in 1..{MAX_TOPK}, got {req.topK}", "$.topK")
@@ -399,6 +422,7 @@ def handle_search(body: dict, runtime: Any) -> dict:
     spec = _spec(runtime, req.tableName)
     if req.knn is None and req.text is None:
         raise QueryError("search needs knn, text or both", "$")
+    check_work([req.knn] if req.knn is not None else [], "$", extra_contents=int(req.text is not None))
     _check_output(spec, req.outputFields, "$.outputFields")
     depth = req.from_ + req.size
     output = req.outputFields or []
@@ -493,6 +517,7 @@ def handle_batch_query(body: dict, runtime: Any) -> dict:
     if "queries" not in body and "tableName" in body:
         body = {"queries": [body]}  # the SDK's query_async posts one QueryRequest here
     req = _model(BatchRequest, body)
+    check_work(req.queries, "$.queries")
     out = []
     for i, q in enumerate(req.queries):
         plan = plan_query(q, runtime, f"$.queries[{i}]")
@@ -540,13 +565,6 @@ def handle(endpoint: str, body: dict, runtime: Any) -> dict:
         raise QueryError(f"unknown vector-service endpoint {endpoint!r} "
                          f"(one of {', '.join(sorted(HANDLERS))})", "path")
     return fn(body, runtime)
-
-
-def parse_json_body(raw: bytes | str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise QueryError(f"request body is not valid JSON: {exc}", "$") from None
 
 
 def answer(endpoint: str, body: Any, runtime: Any) -> tuple[dict[str, Any], int]:

@@ -35,12 +35,6 @@ from adapter.schema.model import FieldSpec, FieldType, TableSpec
 # HA3's multi-value separator inside one string value (the push API and HA3 docs use ^]).
 MULTI_VALUE_SEPARATOR = "\x1d"
 
-INT_RANGES = {
-    FieldType.INT8: (-(2**7), 2**7 - 1), FieldType.INT16: (-(2**15), 2**15 - 1),
-    FieldType.INT32: (-(2**31), 2**31 - 1), FieldType.INT64: (-(2**63), 2**63 - 1),
-    FieldType.UINT8: (0, 2**8 - 1), FieldType.UINT16: (0, 2**16 - 1),
-    FieldType.UINT32: (0, 2**32 - 1), FieldType.UINT64: (0, 2**64 - 1),
-}
 
 
 class PartitionSpec(BaseModel):
@@ -338,7 +332,7 @@ def _coerce_scalar(value: Any, type_: FieldType) -> Any:
                 if not as_float.is_integer():
                     raise ValueError(f"{_shown(value)} is not an integer") from None
                 number = int(as_float)
-        low, high = INT_RANGES[type_]
+        low, high = type_.int_range
         if not low <= number <= high:
             raise ValueError(f"{number} is out of range for {type_.value}")
         return number
