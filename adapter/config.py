@@ -95,7 +95,9 @@ class LimitsConfig(BaseModel):
     # 20 MiB: a push batch or a Base64 query image well above normal sizes; a 30 MB image
     # gets a 413 naming the limit.
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    max_query_string_bytes: int = Field(1024 * 1024, gt=0)
+    # An HA query in a GET URL (the SDK's default search puts the Base64 image there) or a
+    # POST body; URLs longer than this (plus 8 KiB of path) get a 414.
+    max_query_string_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_push_documents: int = Field(10_000, gt=0)  # commands per push request
 
 

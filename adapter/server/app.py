@@ -71,6 +71,7 @@ from adapter.server.limits import BodyLimitMiddleware
 from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
 
 log = logging.getLogger("adapter.server")
+URL_PATH_ROOM = 8192  # bytes of a URL besides its query string
 
 
 def _served_runtime(runtime: Runtime, metrics: Metrics) -> Runtime:
@@ -153,18 +154,17 @@ def create_app(runtime: Runtime) -> FastAPI:
 def uvicorn_config(app: FastAPI, settings, **overrides):
     """The uvicorn config the service runs with (CLI and tests alike).
 
-    HTTP is parsed by httptools (C) with our cap on the request head (http_protocol.py). The
+    HTTP is parsed by httptools (C) with our caps on the request head (http_protocol.py). The
     SDK's default search is a GET with the whole HA query (a Base64 image included) in the
-    URL, so the cap follows our own query-string limit (URL-encoding can triple it) plus room
-    for headers. The event loop is uvloop where installed (a dependency off Windows): every
+    URL, so the URL cap follows our query-string limit, plus room for the path. The event loop is uvloop where installed (a dependency off Windows): every
     query hops to a worker thread and back, and uvloop's wake-ups cost a fraction of asyncio's.
     """
     import uvicorn
 
     from adapter.server.http_protocol import capped_httptools
 
-    max_head = settings.limits.max_query_string_bytes * 3 + 65536
+    max_url = settings.limits.max_query_string_bytes + URL_PATH_ROOM
     options = dict(host=settings.host, port=settings.port, access_log=False, loop="auto",
-                   http=capped_httptools(max_head))
+                   http=capped_httptools(max_url))
     options.update(overrides)
     return uvicorn.Config(app, **options)

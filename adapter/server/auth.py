@@ -46,7 +46,10 @@ class Authenticator:
             return Principal("anonymous", read_only=False)
         if not header:
             return None
-        return self._cache.get(self._tag(header.partition(" ")[2].strip()))
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":  # the same token under another scheme is no credential
+            return None
+        return self._cache.get(self._tag(token.strip()))
 
     def _tag(self, token: str) -> bytes:
         return hmac.new(self._key, token.encode("utf-8", "replace"), hashlib.sha256).digest()

@@ -1,0 +1,92 @@
+"""The HTTP surface (issue 25, findings 12, 13, 10, 9): credentials only under Basic, the
+SDK's long GET URLs, a throttle on failed logins, and storage failures."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+from urllib.parse import quote, urlsplit
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from _server_support import ADMIN, basic, live_server, make_settings, push_body, seed_schema
+
+TABLES = "/openapi/ha3/instances/ha3-adapter/tables"
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from adapter.embed.testing import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny", dim=512)
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory, tiny_clip):
+    from adapter.ingest.push import apply_push
+    from adapter.runtime import Runtime
+
+    runtime = Runtime.from_settings(make_settings(tmp_path_factory.mktemp("http"), tiny_clip))
+    runtime.create_table("images", seed_schema())
+    assert apply_push(runtime, "images", push_body(6)).failed == 0
+    yield runtime
+    runtime.close()
+
+
+def test_credentials_count_only_under_the_basic_scheme(runtime):
+    """Finding 12: a verified Basic token was accepted as 'Bearer <token>' or 'xyz <token>'."""
+    from adapter.server.app import create_app
+
+    token = basic(ADMIN)["Authorization"].split(" ", 1)[1]
+    with TestClient(create_app(runtime)) as client:
+        assert client.get("/network/active", headers={"Authorization": f"Basic {token}"}).status_code == 200
+        for scheme in ("Bearer", "xyz", "Basicx"):
+            r = client.get("/network/active", headers={"Authorization": f"{scheme} {token}"})
+            assert r.status_code == 401, scheme
+        assert client.get("/network/active", headers={"Authorization": f"basic {token}"}).status_code == 200
+
+
+def _noise_png(side: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(side).integers(0, 255, (side, side, 3), dtype=np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+
+def _get(base: str, target: str) -> tuple[int, dict]:
+    auth = basic(ADMIN)["Authorization"]
+    with socket.create_connection(("127.0.0.1", urlsplit(base).port), timeout=60) as conn:
+        conn.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n".encode())
+        data = b"".join(iter(lambda: conn.recv(1 << 16), b""))
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def _sdk_image_search(image: bytes) -> str:
+    """The URL the HA SDK's default (GET) search sends for an image query."""
+    payload = base64.b64encode(image).decode()
+    query = f"config=hit:3,format:json&&query=image_index:'{payload}&modal=image&n=3'&&cluster=images"
+    return "/query?query=" + quote(query, safe="")
+
+
+def test_the_sdks_get_image_search_takes_urls_up_to_4_mib(runtime):
+    """Finding 13: any URL over 65,535 bytes got a plain-text 400 from the HTTP parser."""
+    from _server_support import png_bytes
+
+    small = png_bytes((255, 0, 0), size=40) + b"\0" * 60_000  # trailing bytes: PNG readers ignore them
+    with live_server(runtime) as base:
+        target = _sdk_image_search(small)
+        assert 80_000 < len(target) < 100_000
+        status, body = _get(base, target)
+        assert status == 200, body
+        assert body["result"]["items"][0]["fields"]["id"] == "1"  # the red square
+        big = _sdk_image_search(_noise_png(960))  # a 2.8 MB photo: about 4 MB of URL
+        assert 3.5 * 2**20 < len(big) < 4 * 2**20
+        status, body = _get(base, big)
+        assert status == 200, body
+        status, body = _get(base, big + "A" * (2**20))
+        assert status == 414 and "request URL over" in body["errors"][0]["message"]
