@@ -99,6 +99,10 @@ class LimitsConfig(BaseModel):
     # POST body; URLs longer than this (plus 8 KiB of path) get a 414.
     max_query_string_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_push_documents: int = Field(10_000, gt=0)  # commands per push request
+    # Failed logins per client address within the window before that address gets 429s
+    # (adapter/server/throttle.py); 0 turns the throttle off (a proxy in front throttles).
+    max_failed_logins: int = Field(10, ge=0)
+    failed_login_window_s: float = Field(60.0, gt=0)
 
 
 class AccessConfig(BaseModel):

@@ -90,3 +90,40 @@ def test_the_sdks_get_image_search_takes_urls_up_to_4_mib(runtime):
         assert status == 200, body
         status, body = _get(base, big + "A" * (2**20))
         assert status == 414 and "request URL over" in body["errors"][0]["message"]
+
+
+def test_failed_logins_from_one_address_are_throttled(runtime):
+    """Finding 10: a wrong-password flood had no limit (each attempt a full scrypt check)."""
+    from adapter.server.app import create_app
+
+    app = create_app(runtime)
+    app.state.login_throttle.hold_s = 0.01
+    wrong = basic((ADMIN[0], "not-the-password"))
+    with TestClient(app, client=("10.0.0.1", 5000)) as flood, TestClient(app, client=("10.0.0.2", 5000)) as other:
+        assert flood.get("/network/active", headers=basic(ADMIN)).status_code == 200  # verified before the flood
+        statuses = [flood.get("/network/active", headers=wrong).status_code for _ in range(12)]
+        assert statuses == [401] * 10 + [429] * 2
+        r = flood.post("/vector-service/query", headers=wrong, json={"tableName": "images"})
+        assert r.status_code == 429 and r.json()["errorCode"] == 4029
+        assert 0 < int(r.headers["retry-after"]) <= 60
+        assert flood.get("/network/active", headers=basic(ADMIN)).status_code == 200  # cached: still served
+        assert other.get("/network/active", headers=wrong).status_code == 401  # another address: checked
+        assert other.get("/network/active", headers=basic(("reader", "read-only-pass"))).status_code == 200
+
+
+def test_throttle_window_slides():
+    from adapter.server.throttle import LoginThrottle
+
+    now = [0.0]
+    throttle = LoginThrottle(3, 10.0, clock=lambda: now[0])
+    for t in (0.0, 1.0, 2.0):
+        now[0] = t
+        assert throttle.retry_after("a") is None
+        throttle.failed("a")
+    assert throttle.retry_after("a") == pytest.approx(8.0)
+    assert throttle.retry_after("b") is None
+    now[0] = 10.0  # the first failure left the window: one more try
+    assert throttle.retry_after("a") is None
+    throttle.failed("a")
+    assert throttle.retry_after("a") == pytest.approx(1.0)
+    assert LoginThrottle(0, 10.0).retry_after("a") is None  # 0: off

@@ -69,6 +69,7 @@ from adapter.server.auth import Authenticator
 from adapter.server.common import add_routes
 from adapter.server.limits import BodyLimitMiddleware
 from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
+from adapter.server.throttle import LoginThrottle
 
 log = logging.getLogger("adapter.server")
 URL_PATH_ROOM = 8192  # bytes of a URL besides its query string
@@ -128,6 +129,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.auth = Authenticator(list(settings.users), required=settings.auth_required)
+    app.state.login_throttle = LoginThrottle(settings.limits.max_failed_logins, settings.limits.failed_login_window_s)
     errors.install(app)
     docs.install(app)
 

@@ -54,6 +54,9 @@ def error_response(path: str, err: AdapterError, rid: str, *, challenge: bool = 
     # answer WWW-Authenticate with its modal prompt instead of letting the page's form sign in.
     if isinstance(err, AuthError) and challenge:
         headers["WWW-Authenticate"] = 'Basic realm="ha3-adapter", charset="UTF-8"'
+    retry_after = getattr(err, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse(error_body(path, err, rid), status_code=err.http_status, headers=headers)
 
 
