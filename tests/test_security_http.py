@@ -127,3 +127,65 @@ def test_throttle_window_slides():
     throttle.failed("a")
     assert throttle.retry_after("a") == pytest.approx(1.0)
     assert LoginThrottle(0, 10.0).retry_after("a") is None  # 0: off
+
+
+@pytest.fixture
+def fresh(tmp_path, tiny_clip):
+    """A service of its own (these tests break its storage)."""
+    from adapter.runtime import Runtime
+    from adapter.server.app import create_app
+
+    runtime = Runtime.from_settings(make_settings(tmp_path, tiny_clip))
+    app = create_app(runtime)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post(TABLES, headers=basic(ADMIN), json={"name": "images", "schema": seed_schema()}).status_code == 200
+        client.runtime = runtime
+        yield client
+    runtime.close()
+
+
+def _vectors(*pks):
+    return [{"cmd": "add", "fields": {"id": pk, "cate_id": 1, "vector": [0.01 * pk] * 512}} for pk in pks]
+
+
+def test_a_full_disk_is_a_507_and_health_says_degraded(fresh):
+    """Finding 9: disk full or a read-only data dir gave bare 500s, and /health still said ok."""
+    push = lambda body: fresh.post("/update/images/actions/bulk", headers=basic(ADMIN), json=body)  # noqa: E731
+    assert push(_vectors(1, 2, 3)).status_code == 200
+    db = fresh.runtime.engine._generation("images").db  # SQLite's own size cap: a real SQLITE_FULL
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    r = push(_vectors(*range(10, 60)))
+    assert r.status_code == 507, r.text
+    assert r.json()["status"] == "FAIL" and "disk is full" in r.json()["errors"][0]["message"]
+    health = fresh.get("/health")
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert "disk is full" in health.json()["reason"]
+    assert fresh.runtime.engine.count("images") == 3  # nothing half-written
+    db.execute("PRAGMA max_page_count = 1073741823")  # space again
+    assert push(_vectors(4)).status_code == 200
+    fresh.app.state.storage_health.recheck_s = 0.0  # the next /health probes the disk again at once
+    assert fresh.get("/health").json()["status"] == "ok"
+
+
+def test_a_read_only_data_dir_is_a_503_in_the_clients_format(fresh):
+    db = fresh.runtime.engine._generation("images").db
+    db.execute("PRAGMA query_only = ON")  # SQLite refuses every write: SQLITE_READONLY
+    r = fresh.post("/update/images/actions/bulk", headers=basic(ADMIN), json=[{"cmd": "delete", "fields": {"id": 1}}])
+    assert r.status_code == 503 and "cannot be written" in r.json()["errors"][0]["message"], r.text
+    assert fresh.get("/health").status_code == 503
+    catalog = fresh.runtime.engine._catalog
+    catalog.execute("PRAGMA query_only = ON")
+    r = fresh.post(TABLES, headers=basic(ADMIN), json={"name": "more", "schema": seed_schema("more_index")})
+    assert r.status_code == 503 and r.json()["httpCode"] == 503, r.text
+    catalog.execute("PRAGMA query_only = OFF")
+    db.execute("PRAGMA query_only = OFF")
+    assert "more" not in fresh.runtime.engine.list_tables()
+
+
+def test_health_probes_the_data_directories(tmp_path):
+    from adapter.storage import StorageHealth
+
+    assert StorageHealth([tmp_path], recheck_s=0).problem() is None
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone
+    assert StorageHealth([tmp_path / "gone"], recheck_s=0).problem() is not None

@@ -64,6 +64,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from adapter.runtime import Runtime
+from adapter.storage import StorageHealth
 from adapter.server import docs, errors, routes_push, routes_query, routes_tables, routes_ui, routes_vector
 from adapter.server.auth import Authenticator
 from adapter.server.common import add_routes
@@ -106,6 +107,14 @@ def warm_up(runtime: Runtime) -> list[str]:
     return loaded
 
 
+def _data_dirs(settings) -> list:
+    """The directories the service writes: its state, and the embedded engine's data."""
+    dirs = [settings.state_dir]
+    if settings.engine.kind == "embedded" and settings.engine.data_dir is not None:
+        dirs.append(settings.engine.data_dir)
+    return dirs
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
     metrics = Metrics()
@@ -129,6 +138,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.auth = Authenticator(list(settings.users), required=settings.auth_required)
+    app.state.storage_health = StorageHealth(_data_dirs(settings))
     app.state.login_throttle = LoginThrottle(settings.limits.max_failed_logins, settings.limits.failed_login_window_s)
     errors.install(app)
     docs.install(app)
@@ -139,9 +149,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         add_routes(app, module.router)
     routes_ui.include_ui(app)  # the search page: /, /ui/, /ui/static, /ui/thumbnail, /ui/api
 
-    @app.get("/health", tags=["service"], summary="readiness (no auth)")
-    async def health() -> dict:
-        return {"status": "ok", "engine": settings.engine.kind}
+    @app.get("/health", tags=["service"], summary="readiness (no auth); 503 degraded when the data dir cannot be written")
+    async def health() -> Response:
+        problem = await run_in_threadpool(app.state.storage_health.problem)
+        if problem is not None:
+            return JSONResponse({"status": "degraded", "engine": settings.engine.kind, "reason": problem},
+                                status_code=503)
+        return JSONResponse({"status": "ok", "engine": settings.engine.kind})
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no auth)")
     async def prometheus() -> Response:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter.errors import AdapterError, AuthError, QueryError
+from adapter.storage import storage_failure
 
 log = logging.getLogger("adapter.server")
 
@@ -94,6 +95,11 @@ def install(app) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         rid = request_id(request)
+        storage = storage_failure(exc)
+        if storage is not None:  # a full or read-only disk: not a bug, and /health says so
+            request.app.state.storage_health.failed(storage)
+            log.warning("storage failure request_id=%s path=%s: %s", rid, request.url.path, exc)
+            return error_response(request.url.path, storage, rid)
         log.exception("unhandled error request_id=%s path=%s", rid, request.url.path)
         err = HttpStatusError(500, f"internal error (request_id {rid})")
         err.code = 5000
