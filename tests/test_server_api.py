@@ -44,10 +44,11 @@ def ha(client, query: str, auth=ADMIN):
     return client.get("/query", params={"query": query}, headers=basic(auth))
 
 
-def test_health_needs_no_auth_and_metrics_exposes_counters(client):
+def test_health_needs_no_auth_and_metrics_exposes_counters_to_users(client):
     assert client.get("/health").json()["status"] == "ok"
     ha(client, "config=hit:2,format:json&&query=image_index:'1,2'&&cluster=images")
-    text = client.get("/metrics").text
+    assert client.get("/metrics").status_code == 401  # the counters name tables: users only
+    text = client.get("/metrics", headers=basic(READER)).text
     assert "ha3_adapter_requests_total" in text
     assert 'endpoint="/query"' in text
 
@@ -242,7 +243,7 @@ def test_reindex_runs_a_rebuild_task_from_a_table_source(client):
     assert client.get(f"{TABLES}/rebuilt", headers=basic(ADMIN)).json()["result"]["docCount"] == 5
     listed = client.get(f"/openapi/ha3/instances/{INSTANCE}/tasks", headers=basic(ADMIN)).json()["result"]
     assert task_id in [t["taskId"] for t in listed]
-    assert "ha3_adapter_ingest_records" in client.get("/metrics").text
+    assert "ha3_adapter_ingest_records" in client.get("/metrics", headers=basic(ADMIN)).text
 
 
 def test_modify_table_switches_empty_tables_and_refuses_full_ones(client):

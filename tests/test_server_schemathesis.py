@@ -4,6 +4,7 @@ and every response must conform to the documented schema."""
 from __future__ import annotations
 
 import atexit
+import os
 import tempfile
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def _half_name_the_filled_table(context, case):
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "10")), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "10")), deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case):
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import response_schema_conformance

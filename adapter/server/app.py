@@ -58,7 +58,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -66,7 +66,7 @@ from starlette.concurrency import run_in_threadpool
 from adapter.runtime import Runtime
 from adapter.storage import StorageHealth
 from adapter.server import docs, errors, routes_push, routes_query, routes_tables, routes_ui, routes_vector
-from adapter.server.auth import Authenticator
+from adapter.server.auth import Authenticator, reader
 from adapter.server.common import add_routes
 from adapter.server.limits import BodyLimitMiddleware
 from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
@@ -157,8 +157,9 @@ def create_app(runtime: Runtime) -> FastAPI:
                                 status_code=503)
         return JSONResponse({"status": "ok", "engine": settings.engine.kind})
 
-    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no auth)")
-    async def prometheus() -> Response:
+    # Any user: the counters name tables and tasks (Prometheus scrapes with basic_auth).
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (any user)")
+    async def prometheus(_=Depends(reader)) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # Outermost first: observe (request id, timings, logs) wraps the size limit.
