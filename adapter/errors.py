@@ -85,6 +85,31 @@ class PayloadTooLargeError(AdapterError):
     http_status = 413
 
 
+class UriTooLongError(AdapterError):
+    """A request URL over the limit (the HTTP parser's cap)."""
+
+    code = 4014
+    http_status = 414
+
+
+class HeadersTooLargeError(AdapterError):
+    """A request's header block over the limit."""
+
+    code = 4016
+    http_status = 431
+
+
+class TooManyRequestsError(AdapterError):
+    """Too many failed logins from one address lately; ``retry_after`` seconds to wait."""
+
+    code = 4029
+    http_status = 429
+
+    def __init__(self, message: str, location: str | None = None, *, retry_after: int):
+        super().__init__(message, location)
+        self.retry_after = retry_after
+
+
 class ImageError(AdapterError):
     """Bytes that are not a decodable image, or one over the pixel/byte limits."""
 
@@ -109,6 +134,20 @@ class EngineError(AdapterError):
 
     code = 5002
     http_status = 502
+
+
+class StorageUnavailableError(AdapterError):
+    """The data directory refuses writes (read-only, permissions, I/O errors)."""
+
+    code = 5030
+    http_status = 503
+
+
+class InsufficientStorageError(AdapterError):
+    """The data directory's disk is full."""
+
+    code = 5070
+    http_status = 507
 
 
 class ConfigError(AdapterError):

@@ -21,22 +21,12 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from adapter.errors import AdapterError
+from adapter.errors import AdapterError, InsufficientStorageError, StorageUnavailableError
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 _SQLITE_NO_SPACE = {13}  # SQLITE_FULL
 _SQLITE_NOT_WRITABLE = {8, 10, 14}  # SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN
-
-
-class InsufficientStorageError(AdapterError):
-    code = 5070
-    http_status = 507
-
-
-class StorageUnavailableError(AdapterError):
-    code = 5030
-    http_status = 503
 
 
 def storage_failure(exc: BaseException) -> AdapterError | None:

@@ -26,14 +26,12 @@ import json
 import multiprocessing
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from query import ROOT, build_table, cpu_model, free_port, healthy  # bench/query.py
+from query import build_table, cpu_model, serving  # bench/query.py
 
 FLOOD_ADDRESS = "127.0.0.2"  # another loopback address: another client as the server sees it
 
@@ -114,15 +112,7 @@ def measure(tmp: Path, models: Path, *, throttle: bool, seconds: float, connecti
     cfg.write_text(yaml.safe_dump({"engine": {"kind": "embedded", "data_dir": str(tmp / "data")},
                                    "models": str(models), "users": [{"username": "bench", "password": "bench"}],
                                    "limits": limits}))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve", "--config", str(cfg), "--port", str(port),
-                             "--log-level", "error"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT))
-    try:
-        deadline = time.monotonic() + 120
-        while not healthy(port):
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not start")
-            time.sleep(0.2)
+    with serving(cfg, log_level="error") as port:
         legit_qps(port, 1.0)  # warm-up
         alone = legit_qps(port, seconds)
         stop, results = multiprocessing.Event(), multiprocessing.Queue()
@@ -133,12 +123,6 @@ def measure(tmp: Path, models: Path, *, throttle: bool, seconds: float, connecti
         stop.set()
         statuses, wall = results.get(timeout=60)
         flooder.join(timeout=30)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     return {"alone": alone, "flooded": flooded, "flood": {k: v / wall for k, v in statuses.items()}}
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _server_support import ADMIN, basic, make_settings, push_body, seed_schema
+from _server_support import ADMIN, basic, service_client
 
 JSON_TEXT = st.text(alphabet='[]{}"\\,:abc 0123456789.eE+-ntrufalsNIfy', max_size=80)
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
@@ -86,18 +85,8 @@ def test_vectors_are_float32_safe_or_refused(values):
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from adapter.embed.testing import make_tiny_clip
-    from adapter.runtime import Runtime
-    from adapter.server.app import create_app
-
-    tmp = tmp_path_factory.mktemp("fuzz")
-    runtime = Runtime.from_settings(make_settings(tmp, make_tiny_clip(tmp / "clip", dim=512)))
-    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
-        assert c.post("/openapi/ha3/instances/x/tables", headers=basic(ADMIN),
-                      json={"name": "images", "schema": seed_schema()}).status_code == 200
-        assert c.post("/update/images/actions/bulk", headers=basic(ADMIN), json=push_body(3)).status_code == 200
+    with service_client(tmp_path_factory.mktemp("fuzz"), docs=3) as c:
         yield c
-    runtime.close()
 
 
 FIELD_VALUES = st.one_of(

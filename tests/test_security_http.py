@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from _server_support import ADMIN, basic, live_server, make_settings, push_body, seed_schema
+from _server_support import ADMIN, basic, live_server, make_settings, push_body, seed_schema, service_client
 
 TABLES = "/openapi/ha3/instances/ha3-adapter/tables"
 
@@ -130,18 +130,10 @@ def test_throttle_window_slides():
 
 
 @pytest.fixture
-def fresh(tmp_path, tiny_clip):
+def fresh(tmp_path):
     """A service of its own (these tests break its storage)."""
-    from adapter.runtime import Runtime
-    from adapter.server.app import create_app
-
-    runtime = Runtime.from_settings(make_settings(tmp_path, tiny_clip))
-    app = create_app(runtime)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        assert client.post(TABLES, headers=basic(ADMIN), json={"name": "images", "schema": seed_schema()}).status_code == 200
-        client.runtime = runtime
+    with service_client(tmp_path) as client:
         yield client
-    runtime.close()
 
 
 def _vectors(*pks):

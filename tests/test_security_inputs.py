@@ -9,10 +9,9 @@ import io
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from _server_support import ADMIN, basic, make_settings, png_b64, push_body, seed_schema
+from _server_support import ADMIN, basic, png_b64, service_client
 
 TABLES = "/openapi/ha3/instances/ha3-adapter/tables"
 
@@ -25,17 +24,8 @@ def _png(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from adapter.embed.testing import make_tiny_clip
-    from adapter.runtime import Runtime
-    from adapter.server.app import create_app
-
-    tmp = tmp_path_factory.mktemp("inputs")
-    runtime = Runtime.from_settings(make_settings(tmp, make_tiny_clip(tmp / "clip", dim=512)))
-    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
-        assert c.post(TABLES, headers=basic(ADMIN), json={"name": "images", "schema": seed_schema()}).status_code == 200
-        assert c.post("/update/images/actions/bulk", headers=basic(ADMIN), json=push_body(4)).status_code == 200
+    with service_client(tmp_path_factory.mktemp("inputs"), docs=4) as c:
         yield c
-    runtime.close()
 
 
 def test_a_tiny_image_with_an_extreme_aspect_ratio_is_refused_before_decoding(client):

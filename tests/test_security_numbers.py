@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from _server_support import ADMIN, basic, make_settings, seed_schema
+from _server_support import ADMIN, basic, seed_schema, service_client
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = "/openapi/ha3/instances/ha3-adapter/tables"
@@ -57,16 +56,8 @@ def test_huge_pushed_vector_cannot_abort_qc_training():
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from adapter.embed.testing import make_tiny_clip
-    from adapter.runtime import Runtime
-    from adapter.server.app import create_app
-
-    tmp = tmp_path_factory.mktemp("numbers")
-    runtime = Runtime.from_settings(make_settings(tmp, make_tiny_clip(tmp / "clip", dim=512)))
-    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
-        assert c.post(TABLES, headers=basic(ADMIN), json={"name": "nums", "schema": seed_schema()}).status_code == 200
+    with service_client(tmp_path_factory.mktemp("numbers"), table="nums") as c:
         yield c
-    runtime.close()
 
 
 def _push(client, docs):

@@ -23,8 +23,8 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from adapter.config import UserConfig, verify_password
-from adapter.errors import AuthError, ForbiddenError
-from adapter.server.throttle import LoginThrottle, TooManyRequestsError
+from adapter.errors import AuthError, ForbiddenError, TooManyRequestsError
+from adapter.server.throttle import LoginThrottle
 
 _DUMMY_HASH_CACHE: dict[str, str] = {}
 

@@ -22,7 +22,7 @@ from http import HTTPStatus
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from adapter.errors import AdapterError
+from adapter.errors import AdapterError, HeadersTooLargeError, UriTooLongError
 
 PARSE_URL_MAX = 0xFFFF  # httptools.parse_url keeps offsets in 16 bits
 MAX_HEADER_BYTES = 64 * 1024
@@ -31,16 +31,6 @@ LINGER_S = 2.0  # how long a refused request's remaining bytes are read and drop
 
 class RequestHeadTooLarge(Exception):
     """Raised inside a parser callback; httptools turns it into HttpParserCallbackError."""
-
-
-class UriTooLongError(AdapterError):
-    code = 4014
-    http_status = 414
-
-
-class HeadersTooLargeError(AdapterError):
-    code = 4016
-    http_status = 431
 
 
 def capped_httptools(max_url_bytes: int, max_header_bytes: int = MAX_HEADER_BYTES) -> type[HttpToolsProtocol]:

@@ -21,16 +21,6 @@ import time
 from collections import OrderedDict, deque
 from typing import Callable
 
-from adapter.errors import AdapterError
-
-
-class TooManyRequestsError(AdapterError):
-    code = 4029
-    http_status = 429
-
-    def __init__(self, message: str, location: str | None = None, *, retry_after: int):
-        super().__init__(message, location)
-        self.retry_after = retry_after
 
 
 class LoginThrottle:
