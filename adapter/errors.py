@@ -136,6 +136,12 @@ class EngineError(AdapterError):
     http_status = 502
 
 
+class ConfigError(AdapterError):
+    """The service or pipeline configuration is invalid."""
+
+    code = 4002
+
+
 class StorageUnavailableError(AdapterError):
     """The data directory refuses writes (read-only, permissions, I/O errors)."""
 
@@ -148,9 +154,3 @@ class InsufficientStorageError(AdapterError):
 
     code = 5070
     http_status = 507
-
-
-class ConfigError(AdapterError):
-    """The service or pipeline configuration is invalid."""
-
-    code = 4002

@@ -7,8 +7,9 @@ of a bare 500. Writes are transactional (SQLite) or write-ahead (the push journa
 refused write leaves nothing half-done.
 
 ``StorageHealth`` remembers the last such failure and, every ``recheck_s`` seconds at most,
-writes, syncs and removes a small probe file in each data directory: ``/health`` answers
-503 ``degraded`` while either says the service cannot write, and ``ok`` again once it can.
+writes, syncs and removes a small probe file in each data directory: ``/health`` says
+``degraded`` (searches still work) while either says the service cannot write, and ``ok``
+again once it can.
 """
 
 from __future__ import annotations

@@ -116,9 +116,9 @@ class Journal:
                     flush()
                     engine.delete(self.table, [entry["pk"]], generation=generation)
         flush()
-        if rejected:  # e.g. the rebuild changed the schema under documents pushed for the old one
-            log.warning("ingest journal table=%s: %d replayed documents rejected by generation %s",
-                        self.table, rejected, generation)
+        if rejected:  # rejected when pushed too, or the rebuild changed the schema under them
+            log.warning("ingest journal table=%s: %d replayed documents rejected by generation %s "
+                        "(as when they were pushed, or by a changed schema)", self.table, rejected, generation)
         return count
 
 

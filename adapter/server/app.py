@@ -149,13 +149,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         add_routes(app, module.router)
     routes_ui.include_ui(app)  # the search page: /, /ui/, /ui/static, /ui/thumbnail, /ui/api
 
-    @app.get("/health", tags=["service"], summary="readiness (no auth); 503 degraded when the data dir cannot be written")
-    async def health() -> Response:
+    @app.get("/health", tags=["service"], summary="readiness (no auth); degraded while the data dir cannot be written")
+    async def health() -> dict:
+        # Degraded, not down: searches still work on a full or read-only disk, writes answer 507/503.
         problem = await run_in_threadpool(app.state.storage_health.problem)
         if problem is not None:
-            return JSONResponse({"status": "degraded", "engine": settings.engine.kind, "reason": problem},
-                                status_code=503)
-        return JSONResponse({"status": "ok", "engine": settings.engine.kind})
+            return {"status": "degraded", "engine": settings.engine.kind, "storage": problem}
+        return {"status": "ok", "engine": settings.engine.kind}
 
     # Any user: the counters name tables and tasks (Prometheus scrapes with basic_auth).
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics (any user)")
