@@ -1,6 +1,6 @@
 """A legitimate client's throughput during a wrong-password flood from another address.
 
-    PYTHONPATH=. python bench/login_flood.py --seconds 5 --flood-connections 8
+    PYTHONPATH=. python bench/login_flood.py --seconds 4 --rounds 3 --flood-connections 8
 
 Builds a small table (bench/query.py's build_table: HNSW, random unit vectors), then for the
 failed-login throttle off (``limits.max_failed_logins: 0``) and on (the default) starts
@@ -12,8 +12,10 @@ failed-login throttle off (``limits.max_failed_logins: 0``) and on (the default)
   (``--flood-connections`` keep-alive connections, each sending the next request as soon as
   the answer arrives, as HTTP clients do; a closed connection is reopened at once).
 
-Prints queries/s alone and flooded, their ratio (the issue's target: >= 0.5 with the
-throttle on), and the flood's own answers per second by status. The load generators share
+Each setting runs ``--rounds`` alone/flooded pairs (drift in the load of shared cores then
+hits both sides of each ratio alike) and prints the median queries/s alone and flooded, the
+median ratio (the issue's target: >= 0.5 with the throttle on), each round's ratio, and the
+flood's own answers per second by status. The load generators share
 the machine's cores with the server (the CPU is printed). Figures only; nothing is asserted.
 """
 
@@ -26,6 +28,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from collections import Counter
@@ -104,7 +107,9 @@ def flood(port: int, connections: int, stop, results) -> None:
     results.put((dict(statuses), time.perf_counter() - t0))
 
 
-def measure(tmp: Path, models: Path, *, throttle: bool, seconds: float, connections: int) -> dict:
+def measure(tmp: Path, models: Path, *, throttle: bool, seconds: float, connections: int, rounds: int) -> dict:
+    """``rounds`` pairs of phases, alone then flooded, so drift in the machine's load (other
+    work on shared cores) hits both sides of each ratio alike."""
     import yaml
 
     limits = {} if throttle else {"max_failed_logins": 0}
@@ -112,18 +117,21 @@ def measure(tmp: Path, models: Path, *, throttle: bool, seconds: float, connecti
     cfg.write_text(yaml.safe_dump({"engine": {"kind": "embedded", "data_dir": str(tmp / "data")},
                                    "models": str(models), "users": [{"username": "bench", "password": "bench"}],
                                    "limits": limits}))
+    alone, flooded, flood_rates = [], [], Counter()
     with serving(cfg, log_level="error") as port:
         legit_qps(port, 1.0)  # warm-up
-        alone = legit_qps(port, seconds)
-        stop, results = multiprocessing.Event(), multiprocessing.Queue()
-        flooder = multiprocessing.Process(target=flood, args=(port, connections, stop, results))
-        flooder.start()
-        time.sleep(1.0)  # the flood is under way (and, with the throttle on, has tripped it)
-        flooded = legit_qps(port, seconds)
-        stop.set()
-        statuses, wall = results.get(timeout=60)
-        flooder.join(timeout=30)
-    return {"alone": alone, "flooded": flooded, "flood": {k: v / wall for k, v in statuses.items()}}
+        for _ in range(rounds):
+            alone.append(legit_qps(port, seconds))
+            stop, results = multiprocessing.Event(), multiprocessing.Queue()
+            flooder = multiprocessing.Process(target=flood, args=(port, connections, stop, results))
+            flooder.start()
+            time.sleep(1.0)  # the flood is under way (and, with the throttle on, has tripped it)
+            flooded.append(legit_qps(port, seconds))
+            stop.set()
+            statuses, wall = results.get(timeout=60)
+            flooder.join(timeout=30)
+            flood_rates.update({k: v / wall / rounds for k, v in statuses.items()})
+    return {"alone": alone, "flooded": flooded, "flood": dict(flood_rates)}
 
 
 def main() -> None:
@@ -131,6 +139,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each measured phase")
     ap.add_argument("--flood-connections", type=int, default=8)
     ap.add_argument("--docs", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3, help="alone/flooded pairs per setting (median ratio printed)")
     args = ap.parse_args()
 
     import yaml
@@ -144,15 +153,19 @@ def main() -> None:
         models.write_text(yaml.safe_dump(tiny_clip_registry_config(make_tiny_clip(tmp / "clip", dim=512))))
         print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; table: {args.docs} docs HNSW; legit: 1 connection "
               f"from 127.0.0.1; flood: {args.flood_connections} connections from {FLOOD_ADDRESS}; "
-              f"{args.seconds:g} s per phase")
-        header = f"{'throttle':8} {'alone q/s':>10} {'flooded q/s':>12} {'ratio':>6}  flood answers/s by status"
+              f"{args.rounds} x ({args.seconds:g} s alone, {args.seconds:g} s flooded) per setting")
+        header = (f"{'throttle':8} {'alone q/s (median)':>18} {'flooded q/s (median)':>20} {'ratio':>6}  "
+                  "ratio per round; flood answers/s by status")
         print(header)
         print("-" * len(header))
         for throttle in (False, True):
-            row = measure(tmp, models, throttle=throttle, seconds=args.seconds, connections=args.flood_connections)
+            row = measure(tmp, models, throttle=throttle, seconds=args.seconds, connections=args.flood_connections,
+                          rounds=args.rounds)
+            ratios = [f / a for a, f in zip(row["alone"], row["flooded"])]
             mix = ", ".join(f"{k}: {v:.1f}" for k, v in sorted(row["flood"].items(), key=str))
-            print(f"{'on' if throttle else 'off':8} {row['alone']:>10.1f} {row['flooded']:>12.1f} "
-                  f"{row['flooded'] / row['alone']:>6.2f}  {mix}")
+            print(f"{'on' if throttle else 'off':8} {statistics.median(row['alone']):>18.1f} "
+                  f"{statistics.median(row['flooded']):>20.1f} {statistics.median(ratios):>6.2f}  "
+                  f"{' '.join(f'{r:.2f}' for r in ratios)}; {mix}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
