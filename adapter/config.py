@@ -8,6 +8,8 @@ Example ``config.yaml``::
       - {username: admin, password_hash: "scrypt$16384$8$1$<salt>$<hash>"}
       - {username: reader, password: "plain text is hashed at load", read_only: true}
     limits: {max_body_bytes: 20971520}
+    access: {source_roots: [/srv/tables], bucket_roots: [/srv/images],
+             object_store_endpoints: ["https://oss-cn-hangzhou.aliyuncs.com"]}
     host: 0.0.0.0
     port: 8080
 
@@ -93,8 +95,28 @@ class LimitsConfig(BaseModel):
     # 20 MiB: a push batch or a Base64 query image well above normal sizes; a 30 MB image
     # gets a 413 naming the limit.
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    max_query_string_bytes: int = Field(1024 * 1024, gt=0)
+    # An HA query in a GET URL (the SDK's default search puts the Base64 image there) or a
+    # POST body; URLs longer than this (plus 8 KiB of path) get a 414.
+    max_query_string_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_push_documents: int = Field(10_000, gt=0)  # commands per push request
+    # Failed logins per client address within the window before that address gets 429s
+    # (adapter/server/throttle.py); 0 turns the throttle off (a proxy in front throttles).
+    max_failed_logins: int = Field(10, ge=0)
+    failed_login_window_s: float = Field(60.0, gt=0)
+
+
+class AccessConfig(BaseModel):
+    """Where the service may read on its clients' behalf, besides its own data directory
+    (see adapter.sources.access). Empty lists: the data directory only, and no endpoint
+    other than the provider default (AWS S3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_roots: list[Path] = Field(default_factory=list)  # table files / SQLite a reindex may read
+    bucket_roots: list[Path] = Field(default_factory=list)  # folders a table may use as a file:// bucket
+    # S3/OSS endpoints a schema or pipeline may name: "https://oss-cn-hangzhou.aliyuncs.com",
+    # "127.0.0.1:9000" (any scheme), "*.aliyuncs.com" (any subdomain).
+    object_store_endpoints: list[str] = Field(default_factory=list)
 
 
 def _default_engine() -> EngineConfig:
@@ -109,6 +131,7 @@ class Settings(BaseModel):
     models: Path | None = None  # ModelRegistry config file; None = registry defaults/env
     users: list[UserConfig] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     # /openapi/ha3/instances/{instance}: "*" accepts any id, so clients keep their real

@@ -70,11 +70,44 @@ class ForbiddenError(AdapterError):
     http_status = 403
 
 
+class AccessError(AdapterError):
+    """A path, bucket folder or endpoint outside what the operator allowed, or stored
+    credentials asked for somewhere they were not given for."""
+
+    code = 4031
+    http_status = 403
+
+
 class PayloadTooLargeError(AdapterError):
     """A request body or image over the configured limits."""
 
     code = 4013
     http_status = 413
+
+
+class UriTooLongError(AdapterError):
+    """A request URL over the limit (the HTTP parser's cap)."""
+
+    code = 4014
+    http_status = 414
+
+
+class HeadersTooLargeError(AdapterError):
+    """A request's header block over the limit."""
+
+    code = 4016
+    http_status = 431
+
+
+class TooManyRequestsError(AdapterError):
+    """Too many failed logins from one address lately; ``retry_after`` seconds to wait."""
+
+    code = 4029
+    http_status = 429
+
+    def __init__(self, message: str, location: str | None = None, *, retry_after: int):
+        super().__init__(message, location)
+        self.retry_after = retry_after
 
 
 class ImageError(AdapterError):
@@ -115,3 +148,17 @@ class ConfigError(AdapterError):
     """The service or pipeline configuration is invalid."""
 
     code = 4002
+
+
+class StorageUnavailableError(AdapterError):
+    """The data directory refuses writes (read-only, permissions, I/O errors)."""
+
+    code = 5030
+    http_status = 503
+
+
+class InsufficientStorageError(AdapterError):
+    """The data directory's disk is full."""
+
+    code = 5070
+    http_status = 507

@@ -17,6 +17,7 @@ import re
 from adapter.errors import ConfigError, QueryError, SchemaError
 from adapter.schema.model import ObjectStoreSpec, TableSpec
 from adapter.schema.parse import parse_schema
+from adapter.sources.access import AccessRules
 
 
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,127}")
@@ -117,18 +118,25 @@ class Runtime:
         self.secrets = secrets
         self.tasks = tasks
         self.settings = settings
+        # The folders, endpoints and keys clients may make the service use (sources/access.py).
+        self.access = AccessRules.from_settings(settings) if hasattr(settings, "state_dir") \
+            else AccessRules.unrestricted()
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Runtime":
         from adapter.embed.registry import ModelRegistry
         from adapter.embed.service import EmbeddingService
         from adapter.engines.factory import open_engine
+        from adapter.ingest.journal import discard_stale_journals
+        from adapter.ingest.service_pipeline import ingest_dir
         from adapter.ingest.tasks import TaskRegistry
 
         engine = open_engine(settings.engine)
         registry = ModelRegistry.from_config(settings.models)
         state = settings.state_dir
         state.mkdir(parents=True, exist_ok=True)
+        # Journals whose rebuild switched just before a crash: their pushes are all live.
+        discard_stale_journals(engine, ingest_dir(state))
         return cls(engine, EmbeddingService(registry), SecretStore(state), TaskRegistry(), settings)
 
     # -- tables ------------------------------------------------------------------------
@@ -137,18 +145,26 @@ class Runtime:
         if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
             raise SchemaError("table name must be 1-128 letters, digits, '_' or '-', starting with a letter "
                               "or '_'", "$.name")
-        spec = parse_schema(schema_json, name)
-        self._check_model(spec)
+        spec = self.parse_schema(schema_json, name)
         self.engine.create_table(spec)
         try:
             self.secrets.put_spec(spec)
-            self._store_schema(spec.name, schema_json)
+            self.store_schema(spec.name, schema_json)
         except Exception:
             self.engine.drop_table(spec.name)
             raise
         return spec
 
-    def _store_schema(self, name: str, schema_json: str | bytes | dict) -> None:
+    def parse_schema(self, schema_json: str | bytes | dict, name: str) -> TableSpec:
+        """An uploaded schema as a TableSpec this service can serve: a configured model, and
+        object stores inside what the operator allows (endpoint allow-list, bucket folders)."""
+        spec = parse_schema(schema_json, name)
+        self._check_model(spec)
+        for field, store in spec.object_store_fields().items():
+            self.access.check_store_spec(store, f"$.fields[{field}].user_defined_param.oss_endpoint")
+        return spec
+
+    def store_schema(self, name: str, schema_json: str | bytes | dict) -> None:
         """Keep the uploaded schema (credential values blanked) for later rebuilds."""
         doc = json.loads(schema_json) if isinstance(schema_json, (str, bytes)) else json.loads(json.dumps(schema_json))
         for key in ("schema", "table", "index_schema"):

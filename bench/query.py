@@ -76,6 +76,29 @@ def healthy(port: int) -> bool:
         conn.close()
 
 
+@contextlib.contextmanager
+def serving(cfg: Path, *, log_level: str = "warning", preexec_fn=None):
+    """``ha3-adapter serve --config cfg`` in a subprocess on a free port; yields the port once
+    /health answers, and stops the server on the way out."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve", "--config", str(cfg), "--port", str(port),
+                             "--log-level", log_level], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
+                            preexec_fn=preexec_fn)
+    try:
+        deadline = time.monotonic() + 120
+        while not healthy(port):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("server did not start")
+            time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def cpu_set(spec: str | None) -> set[int] | None:
     """``"0-3,6"`` -> {0, 1, 2, 3, 6}; None stays None (no pinning)."""
     if not spec:
@@ -337,54 +360,41 @@ def main() -> None:
     cfg = tmp / "config.yaml"
     cfg.write_text(yaml.safe_dump({"engine": {"kind": "embedded", "data_dir": str(tmp / "data")},
                                    "models": str(models), "users": [{"username": "bench", "password": "bench"}]}))
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # Pinned before the server starts, so its torch, faiss and worker threads size themselves to it.
     pin_server = (lambda: os.sched_setaffinity(0, server_cpus)) if server_cpus else None
-    proc = subprocess.Popen([sys.executable, "-m", "adapter.cli", "serve", "--config", str(cfg), "--port", str(port),
-                             "--log-level", "warning"], env=env, cwd=str(ROOT), preexec_fn=pin_server)
-    if client_cpus:
-        os.sched_setaffinity(0, client_cpus)
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while not healthy(port):
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not start")
-            time.sleep(0.2)
-        images = [image_b64(i, args.image_size) for i in range(8)]
-        print(f"query image: {args.image_size}px JPEG, {len(images[0]) * 3 // 4 // 1024} KiB; "
-              f"{args.requests} requests per row; CPU: {cpu_model()}, {os.cpu_count()} cores; "
-              f"server on CPUs {args.server_cpus or 'all'}, load generator on {args.client_cpus or 'all'}")
-        header = (f"{'kind':8} {'conc':>4} {'QPS':>7} {'p50 ms':>8} {'p99 ms':>8} {'embed p50':>9} {'engine p50':>10} "
-                  f"{'recv p50':>8} {'svc ovh p50':>11} {'svc ovh p99':>11} {'cli ovh p50':>11} {'cli ovh p99':>11}")
-        print(header)
-        print("-" * len(header))
-        run = run_level_async if args.client == "asyncio" else run_level
-        for kind in args.kinds.split(","):
-            for conc in (int(c) for c in args.concurrency.split(",")):
-                res, wall, errors = run(base, ("bench", "bench"), kind, conc, args.requests, images)
-                if errors:
-                    print(f"{kind} x{conc}: {len(errors)} errors, first: {errors[0]}")
-                if not res:
-                    continue
-                lat = [r[0] for r in res]
-                emb = [r[1] for r in res]
-                eng = [r[2] for r in res]
-                svc_ovh = [r[3] - r[1] - r[2] - r[4] for r in res]
-                recv = [r[4] for r in res]
-                cli_ovh = [r[0] - r[1] - r[2] for r in res]
-                print(f"{kind:8} {conc:>4} {len(res) / wall:>7.1f} {pct(lat, 50):>8.2f} {pct(lat, 99):>8.2f} "
-                      f"{pct(emb, 50):>9.2f} {pct(eng, 50):>10.2f} {pct(recv, 50):>8.3f} {pct(svc_ovh, 50):>11.3f} {pct(svc_ovh, 99):>11.3f} "
-                      f"{pct(cli_ovh, 50):>11.3f} {pct(cli_ovh, 99):>11.3f}")
-        print("svc ovh = X-Service-Time-Ms - embed - engine - recv (the server's own work; recv is the wait for "
-              "the request body); cli ovh = client latency - embed - engine (adds HTTP and the Python client).")
+        with serving(cfg, preexec_fn=pin_server) as port:
+            if client_cpus:
+                os.sched_setaffinity(0, client_cpus)
+            base = f"http://127.0.0.1:{port}"
+            images = [image_b64(i, args.image_size) for i in range(8)]
+            print(f"query image: {args.image_size}px JPEG, {len(images[0]) * 3 // 4 // 1024} KiB; "
+                  f"{args.requests} requests per row; CPU: {cpu_model()}, {os.cpu_count()} cores; "
+                  f"server on CPUs {args.server_cpus or 'all'}, load generator on {args.client_cpus or 'all'}")
+            header = (f"{'kind':8} {'conc':>4} {'QPS':>7} {'p50 ms':>8} {'p99 ms':>8} {'embed p50':>9} {'engine p50':>10} "
+                      f"{'recv p50':>8} {'svc ovh p50':>11} {'svc ovh p99':>11} {'cli ovh p50':>11} {'cli ovh p99':>11}")
+            print(header)
+            print("-" * len(header))
+            run = run_level_async if args.client == "asyncio" else run_level
+            for kind in args.kinds.split(","):
+                for conc in (int(c) for c in args.concurrency.split(",")):
+                    res, wall, errors = run(base, ("bench", "bench"), kind, conc, args.requests, images)
+                    if errors:
+                        print(f"{kind} x{conc}: {len(errors)} errors, first: {errors[0]}")
+                    if not res:
+                        continue
+                    lat = [r[0] for r in res]
+                    emb = [r[1] for r in res]
+                    eng = [r[2] for r in res]
+                    svc_ovh = [r[3] - r[1] - r[2] - r[4] for r in res]
+                    recv = [r[4] for r in res]
+                    cli_ovh = [r[0] - r[1] - r[2] for r in res]
+                    print(f"{kind:8} {conc:>4} {len(res) / wall:>7.1f} {pct(lat, 50):>8.2f} {pct(lat, 99):>8.2f} "
+                          f"{pct(emb, 50):>9.2f} {pct(eng, 50):>10.2f} {pct(recv, 50):>8.3f} {pct(svc_ovh, 50):>11.3f} {pct(svc_ovh, 99):>11.3f} "
+                          f"{pct(cli_ovh, 50):>11.3f} {pct(cli_ovh, 99):>11.3f}")
+            print("svc ovh = X-Service-Time-Ms - embed - engine - recv (the server's own work; recv is the wait for "
+                  "the request body); cli ovh = client latency - embed - engine (adds HTTP and the Python client).")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

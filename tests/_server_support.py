@@ -77,6 +77,33 @@ def make_settings(tmp: Path, tiny_clip_dir: Path, **extra):
     return Settings.load(path, env={})
 
 
+@contextmanager
+def service_client(tmp: Path, *, table: str | None = "images", docs: int = 0, **settings) -> Iterator:
+    """A TestClient (server errors answered, not raised) over a fresh runtime in ``tmp``: tiny
+    CLIP, the two users, ``settings`` on top; with ``table`` made from the seed schema and
+    ``docs`` documents pushed. ``client.runtime`` is the runtime."""
+    from fastapi.testclient import TestClient
+
+    from adapter.embed.testing import make_tiny_clip
+    from adapter.runtime import Runtime
+    from adapter.server.app import create_app
+
+    runtime = Runtime.from_settings(make_settings(tmp, make_tiny_clip(tmp / "clip", dim=512), **settings))
+    try:
+        with TestClient(create_app(runtime), raise_server_exceptions=False) as client:
+            client.runtime = runtime
+            if table is not None:
+                r = client.post("/openapi/ha3/instances/ha3-adapter/tables", headers=basic(ADMIN),
+                                json={"name": table, "schema": seed_schema()})
+                assert r.status_code == 200, r.text
+            if docs:
+                r = client.post(f"/update/{table}/actions/bulk", headers=basic(ADMIN), json=push_body(docs))
+                assert r.status_code == 200, r.text
+            yield client
+    finally:
+        runtime.close()
+
+
 def seed_schema(index_name: str = "image_index") -> dict:
     """The seed's Base64-image schema with its vector index named as in the seed's sample query."""
     schema = json.loads((MAPPINGS / "image_search_base64.json").read_text())

@@ -13,7 +13,7 @@ from adapter.errors import NotFoundError
 from adapter.ingest.push import apply_push
 from adapter.ingest.rebuild import IngestParts
 from adapter.ingest.tasks import TaskRegistry
-from adapter.schema import load_schema_file
+from adapter.schema import load_schema_file, parse_schema
 from adapter.sources.objectstore import open_store
 from ingest_fixtures import (S3_KEY, S3_SECRET, b64, embedder, engine, png_bytes, s3_bucket, s3_server,  # noqa: F401
                              tiny_registry)
@@ -140,7 +140,10 @@ def test_push_object_store_credentials_from_runtime_secrets(engine, embedder, s3
         monkeypatch.delenv(name, raising=False)
     endpoint, bucket, client = s3_bucket
     client.put_object(Bucket=bucket, Key="Test image/a b.png", Body=png_bytes(3))
-    engine.create_table(load_schema_file(MAPPINGS / "image_search_oss.json", "secret_oss"))
+    schema = json.loads((MAPPINGS / "image_search_oss.json").read_text())
+    schema["fields"][1]["user_defined_param"].update(oss_endpoint=endpoint, oss_bucket=bucket, oss_access_key="",
+                                                     oss_secret="")  # the keys live in the SecretStore
+    engine.create_table(parse_schema(schema, "secret_oss"))
     asked = []
 
     def object_store(table, field=None):

@@ -63,6 +63,8 @@ def stacks(tmp_path_factory):
         clients = {}
         for kind in ("embedded", "opensearch"):
             extra = {"engine": engine_config()} if kind == "opensearch" else {}
+            # products_all_types.json keeps its images in a MinIO bucket at this endpoint
+            extra["access"] = {"object_store_endpoints": ["127.0.0.1:9000"]}
             runtime = Runtime.from_settings(make_settings(tmp_path_factory.mktemp(kind), clip, **extra))
             stack.callback(runtime.close)
             client = stack.enter_context(TestClient(create_app(runtime), raise_server_exceptions=False))

@@ -44,10 +44,11 @@ def ha(client, query: str, auth=ADMIN):
     return client.get("/query", params={"query": query}, headers=basic(auth))
 
 
-def test_health_needs_no_auth_and_metrics_exposes_counters(client):
+def test_health_needs_no_auth_and_metrics_exposes_counters_to_users(client):
     assert client.get("/health").json()["status"] == "ok"
     ha(client, "config=hit:2,format:json&&query=image_index:'1,2'&&cluster=images")
-    text = client.get("/metrics").text
+    assert client.get("/metrics").status_code == 401  # the counters name tables: users only
+    text = client.get("/metrics", headers=basic(READER)).text
     assert "ha3_adapter_requests_total" in text
     assert 'endpoint="/query"' in text
 
@@ -232,19 +233,23 @@ def test_secrets_kept_out_of_engine_and_responses(client):
     assert store.access_key_secret.get_secret_value() in creds
 
 
-def test_reindex_runs_a_rebuild_task_from_a_table_source(client, tmp_path):
+def test_reindex_runs_a_rebuild_task_from_a_table_source(client):
     import time
 
     r = client.post(TABLES, headers=basic(ADMIN), json={"name": "rebuilt", "schema": seed_schema("rb_index")})
     assert r.status_code == 200, r.text
-    rows = tmp_path / "items.jsonl"
+    state = client.runtime.settings.state_dir
+    rows = state / "tables" / "items.jsonl"  # inside the data directory: a source the service may read
+    rows.parent.mkdir(parents=True, exist_ok=True)
     rows.write_text("\n".join(json.dumps({"id": i, "cate_id": 1, "vector_source_image": png_b64((i * 40, 0, 0))})
                               for i in range(1, 6)) + "\n" + json.dumps({"id": 6, "cate_id": 1,
                                                                           "vector_source_image": "bm90IGFuIGltYWdl"}) + "\n")
     r = client.post(f"{TABLES}/rebuilt/reindex", headers=basic(ADMIN), json={"dataTimeSec": 1})
-    assert r.status_code == 400 and "pipeline" in r.json()["message"]
-    r = client.post(f"{TABLES}/rebuilt/reindex", headers=basic(ADMIN),
-                    json={"pipeline": {"source": {"table": {"path": str(rows)}, "image": {"kind": "base64"}}}})
+    assert r.status_code == 404 and "no stored pipeline named 'rebuilt'" in r.json()["message"]
+    (state / "pipelines").mkdir(exist_ok=True)
+    (state / "pipelines" / "rebuilt.json").write_text(json.dumps(
+        {"source": {"table": {"path": "tables/items.jsonl"}, "image": {"kind": "base64"}}}))
+    r = client.post(f"{TABLES}/rebuilt/reindex", headers=basic(ADMIN), json={"dataTimeSec": 1})  # SDK fields
     assert r.status_code == 200, r.text
     task_id = r.json()["result"]["taskId"]
     for _ in range(600):
@@ -257,7 +262,7 @@ def test_reindex_runs_a_rebuild_task_from_a_table_source(client, tmp_path):
     assert client.get(f"{TABLES}/rebuilt", headers=basic(ADMIN)).json()["result"]["docCount"] == 5
     listed = client.get(f"/openapi/ha3/instances/{INSTANCE}/tasks", headers=basic(ADMIN)).json()["result"]
     assert task_id in [t["taskId"] for t in listed]
-    assert "ha3_adapter_ingest_records" in client.get("/metrics").text
+    assert "ha3_adapter_ingest_records" in client.get("/metrics", headers=basic(ADMIN)).text
 
 
 def test_modify_table_switches_empty_tables_and_refuses_full_ones(client):

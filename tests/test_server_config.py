@@ -185,22 +185,25 @@ def test_default_limits_reject_a_30_mb_base64_image_with_413(tmp_path):
     runtime.close()
 
 
-def test_request_head_over_the_cap_gets_400_and_a_closed_connection(tmp_path):
-    # httptools has no head-size limit of its own; ours follows max_query_string_bytes
-    # (x3 for URL-encoding, + 64 KiB for headers): here 1000 → a 68,536-byte head.
+def test_request_head_over_the_caps_gets_414_or_431_in_the_clients_format(tmp_path):
+    # httptools has no head-size limit of its own; ours: the URL at max_query_string_bytes
+    # + 8 KiB of path (here 1000 → 9,192 bytes), the header block at 64 KiB.
     from _server_support import live_server
 
     runtime = _runtime_with_limits(tmp_path, max_query_string_bytes=1000)
 
-    def head(url_len: int, header_len: int = 0) -> bytes:
-        return (f"GET /health?pad={'x' * url_len} HTTP/1.1\r\nHost: x\r\n"
+    def head(path: str, url_len: int, header_len: int = 0) -> bytes:
+        return (f"GET {path}?pad={'x' * url_len} HTTP/1.1\r\nHost: x\r\n"
                 f"X-Pad: {'y' * header_len}\r\nConnection: close\r\n\r\n").encode()
 
     with live_server(runtime) as base:
-        assert _raw_exchange(base, head(60_000)).startswith(b"HTTP/1.1 200")  # under the cap: reaches the app
-        for over in (head(70_000), head(10, header_len=70_000)):  # URL, then a header, past the cap
-            answer = _raw_exchange(base, over)  # the server closes the connection either way
-            assert answer.startswith(b"HTTP/1.1 400") and b"Invalid HTTP request" in answer
+        assert _raw_exchange(base, head("/health", 9_000)).startswith(b"HTTP/1.1 200")  # under the cap
+        for request, status in ((head("/query", 10_000), b"414"), (head("/query", 10, header_len=70_000), b"431")):
+            answer = _raw_exchange(base, request)  # the server closes the connection either way
+            assert answer.startswith(b"HTTP/1.1 " + status), answer[:100]
+            assert json.loads(answer.partition(b"\r\n\r\n")[2])["errors"][0]["message"]  # HA format
+        answer = _raw_exchange(base, head("/vector-service/query", 10_000))
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["errorCode"] == 4014  # vector-service format
     runtime.close()
 
 

@@ -101,9 +101,9 @@ def test_file_bucket_outside_the_data_dir_is_refused(service, tmp_path):
     inside = field.model_copy(update={"object_store": field.object_store})
     assert store_for(runtime, spec, inside) is not None
     outside = field.model_copy(update={"object_store": ObjectStoreSpec(endpoint=tmp_path.as_uri())})
-    from adapter.errors import SourceError
+    from adapter.errors import AccessError
 
-    with pytest.raises(SourceError, match="inside the service's data directory"):
+    with pytest.raises(AccessError, match="outside the folders this service may use"):
         store_for(runtime, spec, outside)
 
 

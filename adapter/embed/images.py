@@ -1,6 +1,7 @@
 """Bytes → RGB ``PIL.Image`` that survives real-world uploads.
 
-Every failure (not an image, truncated, too many bytes, too many pixels, bad Base64)
+Every failure (not an image, truncated, too many bytes, too many pixels, an extreme aspect
+ratio, bad Base64)
 becomes :class:`adapter.errors.ImageError`; nothing here lets a PIL/zlib/OSError escape.
 
 Handled: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF; EXIF orientation; palette,
@@ -28,6 +29,9 @@ from adapter.errors import ImageError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+# Models resize the SHORT side to ~224 px: a 20000x1 image would become 4.5M x 224 (6 GB, 20 s).
+# 32:1 keeps that under 2M pixels while admitting banners and panoramas.
+MAX_ASPECT_RATIO = 32
 
 # Truncated files must fail loudly rather than decode as half-grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -64,6 +68,9 @@ def decode_image(
                 raise ImageError(
                     f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
                 )
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                raise ImageError(f"image is {width}x{height}: its aspect ratio is over the limit of "
+                                 f"{MAX_ASPECT_RATIO}:1")
             if getattr(img, "is_animated", False):
                 img.seek(0)  # GIF/WebP/APNG: first frame
             if draft_size and img.format == "JPEG":

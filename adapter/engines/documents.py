@@ -8,25 +8,36 @@ from typing import Any
 import numpy as np
 
 from adapter.engines.base import Document
-from adapter.schema.model import FieldSpec, TableSpec
+from adapter.schema.model import FieldSpec, FieldType, TableSpec
+from adapter.vectors import FLOAT32_MAX, to_vector
+
+
+INT64_RANGE = (-(2**63), 2**63 - 1)  # what both engines store (SQLite INTEGER, OpenSearch long)
 
 
 def scalar_value(field: FieldSpec, value: Any) -> Any:
-    """One value in the field's type; ValueError naming the field if impossible."""
+    """One value in the field's type; ValueError naming the field if impossible (a value out
+    of the type's range included: SQLite cannot bind it, OpenSearch would reject it)."""
     if isinstance(value, (list, tuple, dict)):
         raise ValueError(f"field '{field.name}' expects one {field.type.value} value, got {type(value).__name__}")
     try:
         if field.type.is_integer:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return int(value)
-        if field.type.is_numeric:
-            number = float(value)
-            if not math.isfinite(number):
+            number = int(value)
+            low, high = field.type.int_range
+            if not max(low, INT64_RANGE[0]) <= number <= min(high, INT64_RANGE[1]):
                 raise ValueError
             return number
-    except (TypeError, ValueError):
-        raise ValueError(f"field '{field.name}' expects {field.type.value}, got {value!r}") from None
+        if field.type.is_numeric:
+            number = float(value)
+            limit = FLOAT32_MAX if field.type is FieldType.FLOAT else math.inf
+            if not math.isfinite(number) or abs(number) > limit:
+                raise ValueError
+            return number
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise ValueError(f"field '{field.name}' expects {field.type.value}, got {shown}") from None
     return str(value)
 
 
@@ -44,13 +55,14 @@ def vector_value(spec: TableSpec, vector: Any) -> np.ndarray:
     if vector is None:
         raise ValueError(f"vector field '{spec.vector_field}' is missing")
     if isinstance(vector, str):
-        vector = [float(x) for x in vector.split(spec.vector_index.embedding_delimiter) if x.strip()]
-    arr = np.asarray(vector, dtype=np.float32).reshape(-1)
+        try:
+            vector = [float(x) for x in vector.split(spec.vector_index.embedding_delimiter) if x.strip()]
+        except ValueError:
+            raise ValueError(f"vector field '{spec.vector_field}' is not delimited numbers") from None
+    arr = to_vector(vector)
     if arr.shape[0] != spec.dimension:
         raise ValueError(f"vector has {arr.shape[0]} values, table '{spec.name}' needs {spec.dimension}")
-    if not np.isfinite(arr).all():
-        raise ValueError("vector contains NaN or infinity")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def normalize_document(spec: TableSpec, doc: Document) -> tuple[Any, dict[str, Any], np.ndarray]:

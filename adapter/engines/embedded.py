@@ -127,7 +127,8 @@ class EmbeddedEngine:
                 self._catalog.execute("INSERT INTO tables VALUES (?, ?, 2)", (spec.name, gen))
                 self._catalog.execute("COMMIT")
             except BaseException:
-                self._catalog.execute("ROLLBACK")
+                if self._catalog.in_transaction:  # SQLite already rolled back on SQLITE_FULL and the like
+                    self._catalog.execute("ROLLBACK")
                 raise
             try:
                 self._generation(spec.name, gen)
@@ -371,7 +372,8 @@ class EmbeddedEngine:
                 self._catalog.execute("UPDATE tables SET next_gen = ? WHERE name = ?", (next_gen + 1, table))
                 self._catalog.execute("COMMIT")
             except BaseException:
-                self._catalog.execute("ROLLBACK")
+                if self._catalog.in_transaction:  # SQLite already rolled back on SQLITE_FULL and the like
+                    self._catalog.execute("ROLLBACK")
                 raise
             self._generation(table, gen)
             return gen

@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 
 from adapter.schema.model import DistanceType, TableSpec, VectorIndexType
+from adapter.vectors import usable_rows
 
 TOMBSTONE_REBUILD_FRACTION = 0.3
 
@@ -88,7 +89,10 @@ class VectorIndex:
         """IVF only: k-means on the sample; nlist from the spec, capped at sample/39."""
         if self.family != "ivf_sq8":
             return
-        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        # faiss k-means aborts the process on infinite distances; no row may bring them.
+        sample = np.ascontiguousarray(usable_rows(sample), dtype=np.float32)
+        if not len(sample):
+            raise ValueError("no finite, bounded vectors to train the IVF index on")
         nlist = self.spec.vector_index.ivf_nlist(doc_count or len(sample))
         nlist = max(1, min(nlist, len(sample) // 39 or 1))
         self.index = self._empty(nlist)

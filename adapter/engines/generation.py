@@ -243,7 +243,8 @@ class Generation:
                     self.db.execute("COMMIT")
                     self._count += len(rows) - len(old)
                 except BaseException:
-                    self.db.execute("ROLLBACK")
+                    if self.db.in_transaction:  # SQLite already rolled back on SQLITE_FULL and the like
+                        self.db.execute("ROLLBACK")
                     raise
             self.index.remove(np.asarray(old, dtype=np.int64))
             if self.index.family != "ivf_sq8" or self.index.is_trained:

@@ -18,6 +18,7 @@ import numpy as np
 from adapter.errors import QueryError
 from adapter.query.plan import RANK, SearchPlan, SortKey
 from adapter.schema.model import TableSpec
+from adapter.vectors import vectors_problem
 
 
 def merge_vectors(per_vector: Sequence[Iterable[tuple[Any, float]]], mode: str) -> dict[Any, float]:
@@ -146,13 +147,15 @@ def query_vectors(spec: TableSpec, plan: SearchPlan) -> np.ndarray:
     if not plan.vectors:
         raise QueryError("search needs a query vector (or content to embed first)", location="vector")
     try:
-        queries = np.asarray(plan.vectors, dtype=np.float32)
-    except ValueError:
+        queries = np.asarray(plan.vectors, dtype=np.float64)
+    except (TypeError, ValueError):
         raise QueryError("query vectors must all have the same length", location="vector") from None
     if queries.ndim != 2 or queries.shape[1] != spec.dimension:
         got = queries.shape[-1] if queries.ndim == 2 else "ragged"
         raise QueryError(f"query vector has {got} values, table '{spec.name}' needs {spec.dimension}",
                          location="vector")
-    if not np.isfinite(queries).all():
-        raise QueryError("query vector contains NaN or infinity", location="vector")
+    problem = vectors_problem(queries)
+    if problem:
+        raise QueryError(f"query vector {problem}", location="vector")
+    queries = queries.astype(np.float32)
     return queries

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapter.engines.documents import INT64_RANGE
 from adapter.errors import QueryError
 from adapter.query.plan import And, Compare, FilterExpr, InList, Not, Or
 from adapter.schema.model import FieldSpec, FieldType, TableSpec
@@ -29,15 +30,20 @@ def attribute_field(spec: TableSpec, name: str, what: str = "filter") -> FieldSp
 
 
 def coerce_value(field: FieldSpec, value: Any, where: str) -> Any:
-    """A query literal in the field's type (``"5"`` against INT64 → 5); QueryError if impossible."""
+    """A query literal in the field's type (``"5"`` against INT64 → 5); QueryError if impossible
+    (a number SQLite cannot bind included)."""
     try:
         if field.type.is_integer:
             if isinstance(value, float) and not value.is_integer():
                 return value  # 5.5 against an int column: compare numerically, no truncation
-            return int(value) if not isinstance(value, str) else int(float(value)) if "." in value else int(value)
+            number = int(value) if not isinstance(value, str) else int(float(value)) if "." in value else int(value)
+            if not INT64_RANGE[0] <= number <= INT64_RANGE[1]:
+                raise QueryError(f"value {number} is out of range for field '{field.name}' ({field.type.value})",
+                                 location=where)
+            return number
         if field.type.is_numeric:
             return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise QueryError(f"value {value!r} is not a number, but field '{field.name}' is {field.type.value}",
                          location=where) from None
     return str(value)

@@ -9,6 +9,7 @@ Every way a record can fail ends as a ``Failure(pk, reason, message)``; nothing 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
@@ -20,6 +21,7 @@ from adapter.errors import AdapterError, ImageError
 from adapter.schema.model import TableSpec
 from adapter.sources.objectstore import ObjectStore, ObjectStoreError
 from adapter.sources.tables import RecordError, coerce_record, raw_value
+from adapter.vectors import to_vector, vectors_problem
 
 # The reasons a record can fail, as they appear in report files and task status.
 REASONS = (
@@ -40,7 +42,9 @@ class Failure:
     offset: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"pk": self.pk, "reason": self.reason, "message": self.message}
+        # The key as the client sent it; a non-finite number (1e999) as text: JSON has no such number.
+        pk = str(self.pk) if isinstance(self.pk, float) and not math.isfinite(self.pk) else self.pk
+        data = {"pk": pk, "reason": self.reason, "message": self.message}
         if self.offset is not None:
             data["offset"] = self.offset
         return data
@@ -73,18 +77,10 @@ def parse_vector(value: Any, dimension: int, delimiter: str = ",") -> np.ndarray
         except ValueError:
             raise ValueError(f"vector is not {delimiter!r}-delimited numbers") from None
     elif isinstance(value, (list, tuple, np.ndarray)):
-        try:
-            items = [float(x) for x in value]
-        except (TypeError, ValueError):
-            raise ValueError("vector holds non-numbers") from None
+        items = value
     else:
         raise ValueError(f"vector must be a list or a delimited string, not {type(value).__name__}")
-    vector = np.asarray(items, dtype=np.float32)
-    if vector.shape != (dimension,):
-        raise ValueError(f"vector has {vector.shape[0]} values, the table's dimension is {dimension}")
-    if not np.all(np.isfinite(vector)):
-        raise ValueError("vector holds NaN or infinity")
-    return vector
+    return to_vector(items, dimension)
 
 
 def decode_base64_image(value: str) -> bytes:
@@ -216,9 +212,10 @@ def embed_prepared(items: Sequence[Prepared], embedder: Any, model: str, dimensi
                     it.fail("embed_error", str(result))
                 else:
                     vector = np.asarray(result, dtype=np.float32).reshape(-1)
-                    if vector.shape != (dimension,) or not np.all(np.isfinite(vector)):
-                        it.fail("bad_vector", f"model '{model}' returned a vector of shape {vector.shape}, "
-                                              f"the table's dimension is {dimension}")
+                    problem = (f"of shape {vector.shape}, the table's dimension is {dimension}"
+                               if vector.shape != (dimension,) else vectors_problem(vector))
+                    if problem:
+                        it.fail("bad_vector", f"model '{model}' returned a vector {problem}")
                     else:
                         it.vector = vector
 

@@ -8,23 +8,27 @@ an ``add`` comes as Base64 in the source field, as an object-store path when the
 field is an oss field (the table's stored credentials, else the environment's), or as a
 ready vector in the vector field (``"0.1,0.2,..."`` with embedding_delimiter, or a list).
 Commands apply in order; each bad document fails alone with its primary key and reason.
-While a rebuild of the table runs, every applied command is also journaled and replayed
-into the new generation before it goes live.
+While a rebuild of the table is pending (running, or interrupted by a crash and not yet
+resumed), every command is journaled first and replayed into the new generation before it
+goes live (adapter.ingest.journal).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-from adapter.errors import AdapterError, SourceError
-from adapter.ingest.journal import active_journal
+from adapter.errors import AccessError, AdapterError, SourceError
+from adapter.ingest.journal import Journal, journal_file, pending_journal
+from adapter.ingest.service_pipeline import ingest_dir
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
                                     to_document)
 from adapter.ingest.rebuild import parts_of
 from adapter.schema.model import TableSpec
-from adapter.sources.objectstore import ObjectStore, open_store
+from adapter.sources.access import AccessRules, UnavailableStore, open_table_store
+from adapter.sources.objectstore import AccessDeniedError, ObjectStore, ObjectStoreError
 
 SUPPORTED_COMMANDS = ("add", "delete")
 
@@ -66,31 +70,28 @@ def stored_credentials(runtime: Any, table: str, field: str) -> Any:
         return None
 
 
-def resolve_store(runtime: Any, table: str, spec: TableSpec) -> ObjectStore | None:
-    """The object store for a table's oss source field, credentials from the runtime's secrets.
+def access_rules(runtime: Any) -> AccessRules:
+    """The service's rules; a bare engine+embedder pair (CLI, tests) is the operator's own."""
+    rules = getattr(runtime, "access", None)
+    return rules if isinstance(rules, AccessRules) else AccessRules.unrestricted()
 
-    Looks for ``runtime.secrets.object_store(table)`` (an ObjectStoreSpec/config/mapping with
-    credentials) and falls back to the schema's endpoint/bucket with environment credentials.
-    """
+
+def resolve_store(runtime: Any, table: str, spec: TableSpec) -> ObjectStore | None:
+    """The object store for a table's oss source field, with the keys stored for it.
+
+    A store that may not be opened (a folder or endpoint outside the operator's rules,
+    keys stored for another place) fails each document that needs it, with the reason."""
     source = spec.source_field
     if source is None or source.object_store is None:
         return None
-    cache = getattr(runtime, "_ingest_stores", None)
-    if isinstance(cache, dict) and table in cache:
-        return cache[table]
-    credentials = stored_credentials(runtime, table, source.name)
     try:
-        if credentials is None:
-            store = open_store(source.object_store)
-        elif hasattr(credentials, "access_key_id") and not hasattr(credentials, "addressing_style"):
-            store = open_store(credentials)  # an ObjectStoreSpec with keys
-        else:
-            store = open_store(source.object_store, overrides=credentials)
-    except SourceError:
-        store = None  # reported per document as store_error
-    if isinstance(cache, dict):
-        cache[table] = store
-    return store
+        return open_table_store(access_rules(runtime), schema=source.object_store,
+                                stored=stored_credentials(runtime, table, source.name),
+                                where=f"$.fields[{source.name}].user_defined_param")
+    except AccessError as exc:
+        return UnavailableStore(AccessDeniedError(exc.message, exc.location))
+    except SourceError as exc:
+        return UnavailableStore(ObjectStoreError(exc.message, exc.location))
 
 
 def apply_push(runtime: Any, table: str, commands: Sequence[Any], *, pk_field: str | None = None,
@@ -124,13 +125,13 @@ def apply_push(runtime: Any, table: str, commands: Sequence[Any], *, pk_field: s
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push-fetch") as pool:
         for cmd, items in runs:
             if cmd == "delete":
-                _apply_deletes(engine, table, [f[pk_name] for _, f in items], report)
+                _apply_deletes(runtime, engine, table, [f[pk_name] for _, f in items], report)
             else:
                 if pk_name != spec.primary_key:
                     items = [(i, {**f, spec.primary_key: f[pk_name]}) for i, f in items]
                 prepared = list(pool.map(lambda pair: preparer.prepare(pair[1], pair[0]), items))
                 embed_prepared(prepared, embedder, model, spec.dimension, embed_batch_size)
-                _apply_adds(engine, table, prepared, report)
+                _apply_adds(runtime, engine, table, prepared, report)
     return report
 
 
@@ -156,35 +157,47 @@ def _check_command(command: Any, index: int, pk_name: str, spec: TableSpec) -> t
     return cmd, fields
 
 
-def _apply_deletes(engine: Any, table: str, pks: list[Any], report: PushReport) -> None:
-    journal = active_journal(table)
-    if journal is None:
-        result = engine.delete(table, pks)
-    else:
+def _journal_path(runtime: Any, table: str) -> Path | None:
+    """Where an interrupted rebuild of ``table`` left its journal (service runtimes only)."""
+    settings = getattr(runtime, "settings", None)
+    state = getattr(settings, "state_dir", None)
+    return journal_file(ingest_dir(state), table) if state is not None else None
+
+
+def _write(runtime: Any, table: str, record: Callable[[Journal], None], write: Callable[[], Any]) -> tuple[Any, bool]:
+    """``write()`` the live generation; first, while a rebuild of the table is pending (running
+    or interrupted), ``record`` the operation in its journal, durably. (result, journaled)."""
+    path = _journal_path(runtime, table)
+    while True:
+        journal = pending_journal(table, path)
+        if journal is None:
+            return write(), False
         with journal.lock:
-            result = engine.delete(table, pks)
-            journal.record_deletes(pks)
-            report.journaled = True
+            if journal.closed:
+                continue  # the rebuild switched meanwhile: write the new live generation
+            record(journal)
+            return write(), True
+
+
+def _apply_deletes(runtime: Any, engine: Any, table: str, pks: list[Any], report: PushReport) -> None:
+    result, journaled = _write(runtime, table, lambda journal: journal.record_deletes(pks),
+                               lambda: engine.delete(table, pks))
+    report.journaled |= journaled
     failed = {str(f.pk) for f in result.failures}
     report.failures.extend(Failure(f.pk, "engine_rejection", f.reason) for f in result.failures)
     report.deleted += sum(1 for pk in pks if str(pk) not in failed)
 
 
-def _apply_adds(engine: Any, table: str, prepared: list[Prepared], report: PushReport) -> None:
+def _apply_adds(runtime: Any, engine: Any, table: str, prepared: list[Prepared], report: PushReport) -> None:
     ok = [item for item in prepared if item.failure is None]
     report.failures.extend(item.failure for item in prepared if item.failure is not None)
     if not ok:
         return
     docs = [to_document(item) for item in ok]
-    journal = active_journal(table)
-    if journal is None:
-        result = engine.upsert(table, docs)
-    else:
-        with journal.lock:
-            result = engine.upsert(table, docs)
-            rejected = {str(f.pk) for f in result.failures}
-            journal.record_upserts([d for d in docs if str(d.pk) not in rejected])
-            report.journaled = True
+    # Documents the engine rejects are journaled too: replay rejects them the same way.
+    result, journaled = _write(runtime, table, lambda journal: journal.record_upserts(docs),
+                               lambda: engine.upsert(table, docs))
+    report.journaled |= journaled
     rejected = {str(f.pk): f.reason for f in result.failures}
     for item in ok:
         if str(item.pk) in rejected:

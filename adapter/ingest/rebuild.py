@@ -38,12 +38,13 @@ from typing import Any, Callable, Iterable, Iterator, Union
 import numpy as np
 
 from adapter.errors import AdapterError, ConfigError, ConflictError, NotFoundError
-from adapter.ingest.journal import close_journal, open_journal
+from adapter.ingest.journal import close_journal, discard_if_stale, open_journal
 from adapter.ingest.pipeline import PipelineConfig
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
                                     to_document)
 from adapter.schema.model import TableSpec
-from adapter.sources.objectstore import ObjectStore, open_store
+from adapter.sources.access import open_table_store
+from adapter.sources.objectstore import ObjectStore
 from adapter.sources.tables import Row, count_rows, read_table
 
 log = logging.getLogger("adapter.ingest")
@@ -156,27 +157,24 @@ def parts_from_pipeline(pipeline: PipelineConfig) -> IngestParts:
 
 
 def open_image_store(pipeline: PipelineConfig, spec: TableSpec, runtime: Any = None) -> ObjectStore | None:
-    """The store for the source field: pipeline's object_store over the schema's oss params
-    (with credentials from the runtime's SecretStore when the service runs the rebuild)."""
-    from adapter.ingest.push import stored_credentials
+    """The store for the source field: the pipeline's object_store over the schema's oss
+    params, under the service's access rules and with the keys stored for the table when
+    the service runs the rebuild (adapter.sources.access)."""
+    from adapter.ingest.push import access_rules, stored_credentials
 
     image = pipeline.source.image
     source = spec.source_field
-    schema_store = source.object_store if source is not None else None
-    if source is not None and runtime is not None:
-        stored = stored_credentials(runtime, pipeline.table, source.name)
-        if stored is not None and hasattr(stored, "access_key_id"):
-            schema_store = stored
     if image.kind in ("base64", "vector"):
         return None
-    if image.object_store is not None:
-        return open_store(schema_store or image.object_store, overrides=image.object_store if schema_store else None)
-    if schema_store is not None:  # the schema's oss field (kind auto or object_store)
-        return open_store(schema_store)
-    if image.kind == "object_store":
-        raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
-                          "$.source.image.object_store")
-    return None
+    schema_store = source.object_store if source is not None else None
+    if image.object_store is None and schema_store is None:
+        if image.kind == "object_store":
+            raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
+                              "$.source.image.object_store")
+        return None
+    stored = stored_credentials(runtime, pipeline.table, source.name) if source is not None and runtime else None
+    return open_table_store(access_rules(runtime), schema=schema_store, stored=stored, pipeline=image.object_store,
+                            where="$.source.image.object_store")
 
 
 # --------------------------------------------------------------------------- progress
@@ -368,18 +366,20 @@ def _rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg,
     state_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, report_path = pipeline.checkpoint_path(), pipeline.report_path()
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = _resume(engine, pipeline, ckpt_path)
+    discard_if_stale(engine, table, pipeline.journal_path())  # a switch that went through before a crash
+    ckpt, superseded = _resume(engine, pipeline, ckpt_path)
+    # The journal exists before any new generation does, and keeps what an interrupted
+    # rebuild recorded: no acknowledged push can fall between a crash and this rebuild.
+    journal = open_journal(table, pipeline.journal_path())
     if ckpt is None:
-        pipeline.journal_path().unlink(missing_ok=True)
-        # The journal opens before the generation exists: no push can fall between the two.
-        journal = open_journal(table, pipeline.journal_path())
         generation = engine.begin_generation(table, spec)
+        if superseded is not None:  # only now: a pending generation exists throughout
+            _abort_quietly(engine, table, superseded)
         ckpt = Checkpoint(table=table, fingerprint=pipeline.fingerprint(), generation=generation)
         report_path.write_text("", encoding="utf-8")
         ckpt.save(ckpt_path)
         resumed_from = 0
     else:
-        journal = open_journal(table, pipeline.journal_path())
         with report_path.open("a+b") as handle:  # drop failures of a batch that was never committed
             handle.truncate(ckpt.report_bytes)
         resumed_from = ckpt.next_offset
@@ -411,7 +411,6 @@ def _rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg,
             engine.switch_generation(table, ckpt.generation)
             close_journal(table, journal)
         report.switched = True
-        journal.remove()
         ckpt_path.unlink(missing_ok=True)
         reporter.update(report, [], final=True)
         log.info("ingest done table=%s generation=%s read=%d indexed=%d failed=%d replayed=%d",
@@ -450,7 +449,8 @@ def watch(runtime: Any, pipeline: PipelineConfig, *, interval_s: float = 60.0, p
 
 
 def abort_rebuild(runtime: Any, pipeline: PipelineConfig) -> None:
-    """Throw away an interrupted rebuild: its generation, checkpoint and journal."""
+    """Throw away an interrupted rebuild: its generation, checkpoint and journal (the live
+    generation holds every push, so the journal has nothing left to give)."""
     engine = parts_of(runtime).engine
     ckpt = Checkpoint.load(pipeline.checkpoint_path())
     if ckpt is not None:
@@ -459,24 +459,25 @@ def abort_rebuild(runtime: Any, pipeline: PipelineConfig) -> None:
         except NotFoundError:
             pass
     pipeline.checkpoint_path().unlink(missing_ok=True)
-    pipeline.journal_path().unlink(missing_ok=True)
+    discard_if_stale(engine, pipeline.table, pipeline.journal_path())
 
 
-def _resume(engine: Any, pipeline: PipelineConfig, path: Path) -> Checkpoint | None:
+def _resume(engine: Any, pipeline: PipelineConfig, path: Path) -> tuple[Checkpoint | None, str | None]:
+    """(the checkpoint to resume, or None; a pending generation to abort once a new one
+    exists: the checkpoint is from another pipeline or schema)."""
     ckpt = Checkpoint.load(path)
     if ckpt is None:
-        return None
-    if ckpt.fingerprint != pipeline.fingerprint():
-        log.warning("ingest checkpoint for table=%s is from a different pipeline/schema; starting over", pipeline.table)
-        _abort_quietly(engine, pipeline.table, ckpt.generation)
-        return None
+        return None, None
     try:
         gens = {g["generation"]: g for g in engine.generations(pipeline.table)}
     except NotFoundError:
-        return None
+        return None, None
     if ckpt.generation not in gens or gens[ckpt.generation].get("live"):
-        return None
-    return ckpt
+        return None, None
+    if ckpt.fingerprint != pipeline.fingerprint():
+        log.warning("ingest checkpoint for table=%s is from a different pipeline/schema; starting over", pipeline.table)
+        return None, ckpt.generation
+    return ckpt, None
 
 
 def _abort_quietly(engine: Any, table: str, generation: str) -> None:

@@ -117,7 +117,8 @@ class TaskRegistry:
                 self.update(task.id, state="succeeded", **{k: final[k] for k in ("read", "indexed", "failed")
                                                               if k in final})
             except Exception as exc:  # noqa: BLE001 - the task records why it failed
-                self.update(task.id, state="failed", message=f"{type(exc).__name__}: {exc}")
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                self.update(task.id, state="failed", message=f"{type(exc).__name__}: {first}")
 
         thread = threading.Thread(target=runner, name=f"task-{task.id}", daemon=True)
         thread.start()

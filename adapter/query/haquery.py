@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,11 +27,15 @@ from urllib.parse import parse_qsl, unquote
 
 import numpy as np
 
+from adapter import safejson
 from adapter.errors import QueryError
 from adapter.query.plan import RANK, And, Compare, FilterExpr, InList, Not, Or, SortKey
+from adapter.vectors import score_problem, vectors_problem
 
 CLAUSES = ("config", "query", "filter", "sort", "kvpairs", "distinct", "aggregate", "cluster")
 MAX_N = 10000
+MAX_QUERY_VECTORS = 64  # ';'-separated vectors in one term (each is a k-NN search)
+SEARCH_PARAMS_DEPTH = 4  # {"name": value}: proxima params are flat
 
 
 def _err(message: str, offset: int) -> QueryError:
@@ -467,9 +469,9 @@ def parse_search_params_json(value: str, at: int = 0) -> dict[str, Any]:
     if not value.strip():
         return {}
     try:
-        data = json.loads(value)
-    except ValueError as exc:
-        raise _err(f"search_params is not valid JSON: {exc.msg}", at + getattr(exc, "pos", 0)) from None
+        data = safejson.loads(value, max_depth=SEARCH_PARAMS_DEPTH)
+    except safejson.JsonError as exc:
+        raise _err(f"search_params is not valid JSON: {exc.msg}", at + exc.pos) from None
     if not isinstance(data, dict):
         raise _err("search_params must be a JSON object", at)
     return data
@@ -480,14 +482,17 @@ def _float(value: str, what: str, at: int) -> float:
         x = float(value)
     except ValueError:
         raise _err(f"{what} must be a number, got {value!r}", at) from None
-    if not math.isfinite(x):
-        raise _err(f"{what} must be finite, got {value!r}", at)
+    problem = score_problem(x)
+    if problem:
+        raise _err(f"{what} {problem}, got {value!r}", at)
     return x
 
 
 def parse_vectors(payload: str, at: int, delimiter: str = ",") -> list[list[float]]:
     """``0.1,0.2;0.3,0.4``: ``;`` separates query vectors. Delimiters ``,`` and space both
     accepted (HA3's embedding_delimiter is ``,`` by default)."""
+    if payload.count(";") >= MAX_QUERY_VECTORS:
+        raise _err(f"query: more than {MAX_QUERY_VECTORS} query vectors; that is the limit per request", at)
     vectors = []
     pos = 0
     for chunk in payload.split(";"):
@@ -508,6 +513,9 @@ def parse_vectors(payload: str, at: int, delimiter: str = ",") -> list[list[floa
         if not np.isfinite(arr).all():
             bad = items[int(np.flatnonzero(~np.isfinite(arr))[0])]
             raise _err(f"query: vector element {bad!r} is not finite", chunk_at)
+        problem = vectors_problem(arr)
+        if problem:
+            raise _err(f"query: vector {problem}", chunk_at)
         vectors.append(arr.tolist())
     if not vectors:
         raise _err("query: empty vector payload", at)
@@ -588,13 +596,39 @@ def _tokenize(text: str, offset: int) -> list[_Tok]:
     return toks
 
 
+# Filter size limits: recursion stays shallow, and the SQL an engine builds from a filter
+# stays inside SQLite's expression depth (1000) and OpenSearch's clause count (1024).
+MAX_FILTER_CHARS = 100_000
+MAX_FILTER_DEPTH = 32  # parentheses and NOTs
+MAX_FILTER_TERMS = 256  # comparisons and in()/notin() lists
+MAX_FILTER_VALUES = 10_000  # values in all in()/notin() lists together
+
+
 class _FilterParser:
     """or := and (OR and)* ; and := not (AND not)* ; not := NOT not | atom ;
     atom := '(' or ')' | in/notin '(' field ',' string ')' | operand op operand."""
 
     def __init__(self, text: str, offset: int):
+        if len(text) > MAX_FILTER_CHARS:
+            raise _err(f"filter: longer than {MAX_FILTER_CHARS} characters", offset)
         self.toks = _tokenize(text, offset)
         self.i = 0
+        self.depth = 0
+        self.terms = 0
+        self.values = 0
+
+    def nested(self, tok: _Tok) -> None:
+        self.depth += 1
+        if self.depth > MAX_FILTER_DEPTH:
+            raise _err(f"filter: nested deeper than {MAX_FILTER_DEPTH} levels", tok.at)
+
+    def counted(self, tok: _Tok, values: int = 0) -> None:
+        self.terms += 1
+        self.values += values
+        if self.terms > MAX_FILTER_TERMS:
+            raise _err(f"filter: more than {MAX_FILTER_TERMS} conditions", tok.at)
+        if self.values > MAX_FILTER_VALUES:
+            raise _err(f"filter: more than {MAX_FILTER_VALUES} values in in()/notin() lists", tok.at)
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -629,17 +663,23 @@ class _FilterParser:
         return items[0] if len(items) == 1 else And(items=items)
 
     def not_(self) -> FilterExpr:
-        if self.peek().kind == "NOT":
+        tok = self.peek()
+        if tok.kind == "NOT":
             self.i += 1
-            return Not(item=self.not_())
+            self.nested(tok)
+            item = self.not_()
+            self.depth -= 1
+            return Not(item=item)
         return self.atom()
 
     def atom(self) -> FilterExpr:
         tok = self.peek()
         if tok.kind == "lp":
             self.i += 1
+            self.nested(tok)
             expr = self.or_()
             self.take("rp", "')'")
+            self.depth -= 1
             return expr
         if tok.kind == "ident" and tok.text.lower() in ("in", "notin") and self.toks[self.i + 1].kind == "lp":
             self.i += 2
@@ -650,7 +690,9 @@ class _FilterParser:
             values = [_literal_value(v.strip()) for v in _unquote(s.text).split("|") if v.strip()]
             if not values:
                 raise _err("filter: empty value list", s.at)
+            self.counted(tok, len(values))
             return InList(field=fld, values=values, negate=tok.text.lower() == "notin")
+        self.counted(tok)
         left = self.operand()
         op = self.take("op", "a comparison operator (= != < > <= >=)")
         right = self.operand()

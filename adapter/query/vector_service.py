@@ -46,21 +46,29 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from adapter.engines.base import Hit, SearchResult
 from adapter.errors import AdapterError, QueryError
 from adapter.query.executor import execute
-from adapter.query.haquery import parse_filter, parse_search_params_json, parse_sort
+from adapter.query.haquery import MAX_QUERY_VECTORS, parse_filter, parse_search_params_json, parse_sort
 from adapter.query.plan import RANK, AggFunc, AggregatePlan, FetchPlan, SearchPlan, SortKey, filter_fields
 from adapter.query.planner import (check_dimension, check_fields, default_sort, engine_sort,
                                    translate_search_params)
 from adapter.schema.model import TableSpec
+from adapter.vectors import float32_score, vectors_problem
 
 MAX_TOPK = 10000
+MAX_OFFSET = 2**31 - 1  # fetch paging: far beyond any table, inside every engine's integer
+# Work one request may ask for, summed over all its queries: k-NN searches (MAX_QUERY_VECTORS,
+# contents included) and contents to embed (the dear part: ~30 ms each on a CPU).
+MAX_QUERY_CONTENTS = 16
+
+# Scores and weights: finite and within float32 range (a NaN threshold silently matched nothing).
+Score = Annotated[float, AfterValidator(float32_score)]
 
 
 class _Req(BaseModel):
@@ -80,7 +88,7 @@ class QueryRequest(_Req):
     topK: int = 100
     indexName: str | None = None
     sparseData: dict[str, Any] | None = None
-    weight: float | None = None
+    weight: Score | None = None
     content: str | None = None
     contents: list[str] | None = None
     modal: Literal["text", "image"] | None = None
@@ -90,7 +98,7 @@ class QueryRequest(_Req):
     searchParams: str | dict[str, Any] | None = None
     textQueryString: str | None = None
     filter: str | None = None
-    scoreThreshold: float | None = None
+    scoreThreshold: Score | None = None
     sort: str | None = None
     kvpairs: dict[str, Any] | None = None
     contentType: str | None = None
@@ -100,7 +108,7 @@ class QueryRequest(_Req):
 
 class MultiQueryRequest(_Req):
     tableName: str
-    queries: list[QueryRequest]
+    queries: list[QueryRequest] = Field(max_length=MAX_QUERY_VECTORS)
     topK: int = 100
     includeVector: bool = False
     outputFields: list[str] | None = None
@@ -112,11 +120,11 @@ class MultiQueryRequest(_Req):
 
 class FetchRequest(_Req):
     tableName: str
-    ids: list[str | int] | None = None
+    ids: list[str | int] | None = Field(None, max_length=MAX_TOPK)
     filter: str | None = None
     sort: str | None = None
     limit: int = Field(100, ge=0, le=MAX_TOPK)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     includeVector: bool = False
     outputFields: list[str] | None = None
     kvpairs: dict[str, Any] | None = None
@@ -132,7 +140,7 @@ class TextQuery(_Req):
     queryString: str
     queryParams: dict[str, Any] | None = None
     filter: str | None = None
-    weight: float = 1.0
+    weight: Score = 1.0
     terminateAfter: int | None = None
 
 
@@ -143,7 +151,7 @@ class RankQuery(_Req):
 class SearchRequest(_Req):
     tableName: str
     size: int = Field(10, ge=1, le=MAX_TOPK)
-    from_: int = Field(0, ge=0, alias="from")
+    from_: int = Field(0, ge=0, le=MAX_TOPK, alias="from")
     order: Literal["ASC", "DESC", "asc", "desc"] | None = None
     outputFields: list[str] | None = None
     knn: KnnQuery | None = None
@@ -172,7 +180,7 @@ class AggregateRequest(_Req):
 
 
 class BatchRequest(_Req):
-    queries: list[QueryRequest]
+    queries: list[QueryRequest] = Field(max_length=MAX_QUERY_VECTORS)
     timeout: int | None = None
 
 
@@ -255,6 +263,23 @@ def _spec(runtime: Any, table: str) -> TableSpec:
     return runtime.engine.get_spec(table)
 
 
+def check_work(queries: list[QueryRequest], path: str = "$", *, extra_contents: int = 0) -> None:
+    """Refuse, before any embedding or search, a request asking for more than one request may."""
+    vectors = contents = extra_contents
+    for q in queries:
+        if q.vector:
+            vectors += q.vectorCount or 1
+        else:
+            n = len(q.contents) if q.contents else int(q.content is not None)
+            vectors += n
+            contents += n
+    if vectors > MAX_QUERY_VECTORS:
+        raise QueryError(f"{vectors} query vectors in one request; the limit is {MAX_QUERY_VECTORS} "
+                         "(vectorCount, contents and queries together)", path)
+    if contents > MAX_QUERY_CONTENTS:
+        raise QueryError(f"{contents} contents to embed in one request; the limit is {MAX_QUERY_CONTENTS}", path)
+
+
 def _query_vectors(req: QueryRequest, spec: TableSpec, runtime: Any, path: str) -> list[list[float]]:
     if req.indexName and req.indexName not in (spec.vector_index.name, spec.vector_field):
         raise QueryError(f"unknown index {req.indexName!r} in table {spec.name!r}", f"{path}.indexName")
@@ -263,10 +288,11 @@ def _query_vectors(req: QueryRequest, spec: TableSpec, runtime: Any, path: str) 
         if count < 1 or len(req.vector) != count * spec.dimension:
             raise QueryError(f"vector has {len(req.vector)} values; expected vectorCount ({count}) x "
                              f"dimension ({spec.dimension})", f"{path}.vector")
-        arr = np.asarray(req.vector, dtype=np.float64)
-        if not np.all(np.isfinite(arr)):
-            raise QueryError("vector holds a non-finite value", f"{path}.vector")
-        return [arr[i * spec.dimension:(i + 1) * spec.dimension].tolist() for i in range(count)]
+        arr = np.asarray(req.vector, dtype=np.float64).reshape(count, spec.dimension)
+        problem = vectors_problem(arr)
+        if problem:
+            raise QueryError(f"vector {problem}", f"{path}.vector")
+        return arr.tolist()
     contents = req.contents or ([req.content] if req.content is not None else [])
     if not contents:
         raise QueryError("give vector, or content/contents with modal", f"{path}.vector")
@@ -322,6 +348,7 @@ def _hits_envelope(result: SearchResult, output: list[str] | None, include_vecto
 def handle_query(body: dict, runtime: Any) -> dict:
     t0 = time.perf_counter()
     req = _model(QueryRequest, body)
+    check_work([req])
     plan = plan_query(req, runtime)
     return _hits_envelope(_run(plan, runtime), req.outputFields or [], req.includeVector, t0)
 
@@ -332,6 +359,7 @@ def handle_multi_query(body: dict, runtime: Any) -> dict:
     req = _model(MultiQueryRequest, body)
     if not req.queries:
         raise QueryError("queries is empty", "$.queries")
+    check_work(req.queries, "$.queries")
     spec = _spec(runtime, req.tableName)
     if not 1 <= req.topK <= MAX_TOPK:
         raise QueryError(f"topK must be in 1..{MAX_TOPK}, got {req.topK}", "$.topK")
@@ -394,6 +422,7 @@ def handle_search(body: dict, runtime: Any) -> dict:
     spec = _spec(runtime, req.tableName)
     if req.knn is None and req.text is None:
         raise QueryError("search needs knn, text or both", "$")
+    check_work([req.knn] if req.knn is not None else [], "$", extra_contents=int(req.text is not None))
     _check_output(spec, req.outputFields, "$.outputFields")
     depth = req.from_ + req.size
     output = req.outputFields or []
@@ -412,8 +441,7 @@ def handle_search(body: dict, runtime: Any) -> dict:
                           sort=default_sort(spec), output_fields=output, start=0, hit=k)
         legs.append((_run(plan, runtime), req.text.weight))
     if req.rank and req.rank.rrf is not None:
-        rrf = req.rank.rrf
-        k = float(rrf.get("rankConstant", rrf.get("rank_constant", rrf.get("k", 60))))
+        k = _rank_constant(req.rank.rrf)
         fused = fuse_rrf([r.hits for r, _ in legs], k)
         descending = True
     else:
@@ -425,6 +453,18 @@ def handle_search(body: dict, runtime: Any) -> dict:
     page = fused[req.from_: req.from_ + req.size]
     items = [_hit_item(h, output, False) for h in page]
     return envelope(items, len(fused), time.perf_counter() - t0)
+
+
+def _rank_constant(rrf: dict[str, Any]) -> float:
+    """RRF's k: a number >= 0 (1 / (k + rank) needs k + 1 > 0)."""
+    raw = rrf.get("rankConstant", rrf.get("rank_constant", rrf.get("k", 60)))
+    try:
+        k = float(raw)
+    except (TypeError, ValueError):
+        raise QueryError(f"rank constant must be a number, got {raw!r}", "$.rank.rrf.rankConstant") from None
+    if not 0 <= k <= 1e9:
+        raise QueryError(f"rank constant must be in 0..1e9, got {raw!r}", "$.rank.rrf.rankConstant")
+    return k
 
 
 def fuse_weighted(legs: list[tuple[list[Hit], float]]) -> list[Hit]:
@@ -477,6 +517,7 @@ def handle_batch_query(body: dict, runtime: Any) -> dict:
     if "queries" not in body and "tableName" in body:
         body = {"queries": [body]}  # the SDK's query_async posts one QueryRequest here
     req = _model(BatchRequest, body)
+    check_work(req.queries, "$.queries")
     out = []
     for i, q in enumerate(req.queries):
         plan = plan_query(q, runtime, f"$.queries[{i}]")
@@ -524,13 +565,6 @@ def handle(endpoint: str, body: dict, runtime: Any) -> dict:
         raise QueryError(f"unknown vector-service endpoint {endpoint!r} "
                          f"(one of {', '.join(sorted(HANDLERS))})", "path")
     return fn(body, runtime)
-
-
-def parse_json_body(raw: bytes | str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise QueryError(f"request body is not valid JSON: {exc}", "$") from None
 
 
 def answer(endpoint: str, body: Any, runtime: Any) -> tuple[dict[str, Any], int]:

@@ -36,6 +36,12 @@ class FieldType(str, Enum):
     def is_numeric(self) -> bool:
         return self.is_integer or self in (FieldType.FLOAT, FieldType.DOUBLE)
 
+    @property
+    def int_range(self) -> tuple[int, int]:
+        """(lowest, highest) value of an integer type."""
+        bits = int(self.value.lstrip("UINT"))
+        return (0, 2**bits - 1) if self.value.startswith("U") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
 
 class DistanceType(str, Enum):
     SQUARED_EUCLIDEAN = "SquaredEuclidean"

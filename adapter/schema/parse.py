@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from adapter import safejson
 from adapter.errors import SchemaError
 from adapter.schema.model import (
     DistanceType,
@@ -107,13 +108,9 @@ def parse_schema(source: str | bytes | dict, table_name: str | None = None) -> T
 
 def _decode_json(source: str | bytes) -> Any:
     try:
-        return json.loads(source)
-    except json.JSONDecodeError as exc:
-        raise SchemaError(
-            f"invalid JSON: {exc.msg}", f"line {exc.lineno} column {exc.colno}"
-        ) from None
-    except UnicodeDecodeError:
-        raise SchemaError("schema is not UTF-8 text", "$") from None
+        return safejson.loads(source)
+    except safejson.JsonError as exc:
+        raise SchemaError(f"invalid JSON: {exc.msg}", exc.where("$").removeprefix("$ ")) from None
 
 
 def _unwrap(doc: dict) -> tuple[dict, str, str | None]:
@@ -373,8 +370,8 @@ def _json_param(params: dict, key: str, pp: str) -> dict:
 
 def _json_in_string(raw: str, path: str) -> Any:
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
+        return safejson.loads(raw)
+    except safejson.JsonError as exc:
         raise SchemaError(f"malformed JSON inside string: {exc.msg} at character {exc.pos}", path) from None
 
 

@@ -57,19 +57,22 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from adapter.runtime import Runtime
+from adapter.storage import StorageHealth
 from adapter.server import docs, errors, routes_push, routes_query, routes_tables, routes_ui, routes_vector
-from adapter.server.auth import Authenticator
+from adapter.server.auth import Authenticator, reader
 from adapter.server.common import add_routes
 from adapter.server.limits import BodyLimitMiddleware
 from adapter.server.observe import Metrics, ObserveMiddleware, TimedEmbedder, TimedEngine
+from adapter.server.throttle import LoginThrottle
 from adapter.server.warmup import warm_up
 
+URL_PATH_ROOM = 8192  # bytes of a URL besides its query string
 
 
 def _served_runtime(runtime: Runtime, metrics: Metrics) -> Runtime:
@@ -81,6 +84,14 @@ def _served_runtime(runtime: Runtime, metrics: Metrics) -> Runtime:
     )
     served.metrics = metrics
     return served
+
+
+def _data_dirs(settings) -> list:
+    """The directories the service writes: its state, and the embedded engine's data."""
+    dirs = [settings.state_dir]
+    if settings.engine.kind == "embedded" and settings.engine.data_dir is not None:
+        dirs.append(settings.engine.data_dir)
+    return dirs
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -106,6 +117,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.auth = Authenticator(list(settings.users), required=settings.auth_required)
+    app.state.storage_health = StorageHealth(_data_dirs(settings))
+    app.state.login_throttle = LoginThrottle(settings.limits.max_failed_logins, settings.limits.failed_login_window_s)
     errors.install(app)
     docs.install(app)
 
@@ -115,16 +128,22 @@ def create_app(runtime: Runtime) -> FastAPI:
         add_routes(app, module.router)
     routes_ui.include_ui(app)  # the search page: /, /ui/, /ui/static, /ui/thumbnail, /ui/api
 
-    @app.get("/health", tags=["service"], summary="readiness (no auth)")
+    @app.get("/health", tags=["service"], summary="readiness (no auth): ok, degraded or unavailable")
     async def health() -> JSONResponse:
-        # ok and degraded (some tables answer 503, the rest work) keep the service in rotation;
-        # an engine nobody can reach takes it out.
+        # ok and degraded (some tables answer 503, or writes fail on a full or read-only disk
+        # while searches work) keep the service in rotation; an engine nobody can reach takes it out.
         engine = await run_in_threadpool(app.state.runtime.engine.health)
         body = {"status": engine.pop("status"), "engine": settings.engine.kind, **engine}
+        problem = await run_in_threadpool(app.state.storage_health.problem)
+        if problem is not None:
+            body["storage"] = problem
+            if body["status"] == "ok":
+                body["status"] = "degraded"
         return JSONResponse(body, status_code=503 if body["status"] == "unavailable" else 200)
 
-    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no auth)")
-    async def prometheus() -> Response:
+    # Any user: the counters name tables and tasks (Prometheus scrapes with basic_auth).
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (any user)")
+    async def prometheus(_=Depends(reader)) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # Outermost first: observe (request id, timings, logs) wraps the size limit.
@@ -136,18 +155,17 @@ def create_app(runtime: Runtime) -> FastAPI:
 def uvicorn_config(app: FastAPI, settings, **overrides):
     """The uvicorn config the service runs with (CLI and tests alike).
 
-    HTTP is parsed by httptools (C) with our cap on the request head (http_protocol.py). The
+    HTTP is parsed by httptools (C) with our caps on the request head (http_protocol.py). The
     SDK's default search is a GET with the whole HA query (a Base64 image included) in the
-    URL, so the cap follows our own query-string limit (URL-encoding can triple it) plus room
-    for headers. The event loop is uvloop where installed (a dependency off Windows): every
+    URL, so the URL cap follows our query-string limit, plus room for the path. The event loop is uvloop where installed (a dependency off Windows): every
     query hops to a worker thread and back, and uvloop's wake-ups cost a fraction of asyncio's.
     """
     import uvicorn
 
     from adapter.server.http_protocol import capped_httptools
 
-    max_head = settings.limits.max_query_string_bytes * 3 + 65536
+    max_url = settings.limits.max_query_string_bytes + URL_PATH_ROOM
     options = dict(host=settings.host, port=settings.port, access_log=False, loop="auto",
-                   http=capped_httptools(max_head))
+                   http=capped_httptools(max_url))
     options.update(overrides)
     return uvicorn.Config(app, **options)

@@ -3,15 +3,18 @@
 The official SDKs send ``authorization: Basic base64(user:password)`` on every request.
 scrypt is deliberately slow, so a verified header is remembered as an HMAC under a
 per-process random key (never the header itself); a wrong password is never cached and is
-always checked in full with ``hmac.compare_digest``.
+always checked in full with ``hmac.compare_digest``. Only the ``Basic`` scheme carries
+credentials. An address that keeps failing is throttled (throttle.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 from dataclasses import dataclass
@@ -20,9 +23,14 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from adapter.config import UserConfig, verify_password
-from adapter.errors import AuthError, ForbiddenError
+from adapter.errors import AuthError, ForbiddenError, TooManyRequestsError
+from adapter.server.throttle import LoginThrottle
 
 _DUMMY_HASH_CACHE: dict[str, str] = {}
+
+
+class WrongCredentialsError(AuthError):
+    """Well-formed Basic credentials that failed the scrypt check (what the throttle counts)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,10 @@ class Authenticator:
             return Principal("anonymous", read_only=False)
         if not header:
             return None
-        return self._cache.get(self._tag(header.partition(" ")[2].strip()))
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":  # the same token under another scheme is no credential
+            return None
+        return self._cache.get(self._tag(token.strip()))
 
     def _tag(self, token: str) -> bytes:
         return hmac.new(self._key, token.encode("utf-8", "replace"), hashlib.sha256).digest()
@@ -73,7 +84,7 @@ class Authenticator:
         # Verify even for unknown users so timing does not reveal which usernames exist.
         ok = verify_password(password, user.password_hash if user else _dummy_hash()) and sep == ":"
         if not ok or user is None:
-            raise AuthError("wrong username or password", "header authorization")
+            raise WrongCredentialsError("wrong username or password", "header authorization")
         principal = Principal(user.username, user.read_only)
         with self._lock:
             if len(self._cache) >= self._cache_size:
@@ -99,9 +110,26 @@ async def reader(request: Request) -> Principal:
     header = request.headers.get("authorization")
     principal = auth.cached(header)
     if principal is None:
-        principal = await run_in_threadpool(auth.authenticate, header)
+        principal = await _verify(request, auth, header)
     request.state.user = principal.username
     return principal
+
+
+async def _verify(request: Request, auth: Authenticator, header: str | None) -> Principal:
+    """The slow check, unless the client's address has failed too often lately (throttle.py)."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = request.client.host if request.client else ""
+    wait = throttle.retry_after(address)
+    if wait is not None:
+        await asyncio.sleep(min(wait, throttle.hold_s))
+        seconds = math.ceil(wait)
+        raise TooManyRequestsError(f"too many failed logins from this address; try again in {seconds} s",
+                                   "header authorization", retry_after=seconds)
+    try:
+        return await run_in_threadpool(auth.authenticate, header)
+    except WrongCredentialsError:
+        throttle.failed(address)
+        raise
 
 
 async def writer(request: Request) -> Principal:

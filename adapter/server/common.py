@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from fastapi import APIRouter, FastAPI, Request
 
+from adapter import safejson
 from adapter.errors import AdapterError, PayloadTooLargeError, QueryError
 
 
@@ -54,15 +54,14 @@ async def json_bytes(request: Request) -> bytes:
 
 
 def parse_json(body: bytes, *, expect: type | tuple = dict) -> Any:
-    """``body`` as JSON of type ``expect``; QueryError (400) with the reason and place otherwise."""
+    """``body`` as JSON of type ``expect``; QueryError (400) with the reason and place otherwise
+    (NaN/Infinity literals and nesting over safejson.MAX_DEPTH included)."""
     if not body.strip():
         raise QueryError("request body is empty: expected a JSON document", "body")
     try:
-        value = json.loads(body)
-    except UnicodeDecodeError:
-        raise QueryError("request body is not UTF-8", "body") from None
-    except json.JSONDecodeError as exc:
-        raise QueryError(f"malformed JSON: {exc.msg}", f"body line {exc.lineno} column {exc.colno}") from None
+        value = safejson.loads(body)
+    except safejson.JsonError as exc:
+        raise QueryError(f"malformed JSON: {exc.msg}", exc.where("body")) from None
     if not isinstance(value, expect):
         names = {dict: "an object", list: "an array"}
         want = " or ".join(names.get(t, t.__name__) for t in (expect if isinstance(expect, tuple) else (expect,)))

@@ -30,7 +30,8 @@ class CreateTableBody(BaseModel):
 
 
 class ReindexBody(BaseModel):
-    pipeline: dict[str, Any] = Field(description="a pipeline definition as in pipelines/*.yaml")
+    pipeline: str | None = Field(None, description="name of a pipeline stored on the server at "
+                                                  "<data dir>/pipelines/<name>.json (default: the table's name)")
 
 
 def _register(model: type[BaseModel]) -> dict:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter.errors import AdapterError, AuthError, QueryError
+from adapter.storage import storage_failure
 
 log = logging.getLogger("adapter.server")
 
@@ -54,6 +55,9 @@ def error_response(path: str, err: AdapterError, rid: str, *, challenge: bool = 
     # answer WWW-Authenticate with its modal prompt instead of letting the page's form sign in.
     if isinstance(err, AuthError) and challenge:
         headers["WWW-Authenticate"] = 'Basic realm="ha3-adapter", charset="UTF-8"'
+    retry_after = getattr(err, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse(error_body(path, err, rid), status_code=err.http_status, headers=headers)
 
 
@@ -91,6 +95,11 @@ def install(app) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         rid = request_id(request)
+        storage = storage_failure(exc)
+        if storage is not None:  # a full or read-only disk: not a bug, and /health says so
+            request.app.state.storage_health.failed(storage)
+            log.warning("storage failure request_id=%s path=%s: %s", rid, request.url.path, exc)
+            return error_response(request.url.path, storage, rid)
         log.exception("unhandled error request_id=%s path=%s", rid, request.url.path)
         err = HttpStatusError(500, f"internal error (request_id {rid})")
         err.code = 5000

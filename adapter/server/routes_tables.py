@@ -126,8 +126,7 @@ async def create_table(instance: str, request: Request, _=Depends(writer)) -> di
 
     def work():
         if _dry_run(request):
-            from adapter.schema.parse import parse_schema
-            spec = parse_schema(schema, name)
+            spec = rt.parse_schema(schema, name)
             if name in rt.engine.list_tables():
                 raise ConflictError(f"table '{name}' already exists", "$.name")
             return table_view(spec)
@@ -148,8 +147,7 @@ async def modify_table(instance: str, table: str, request: Request, _=Depends(wr
     rt = _rt(request)
 
     def work():
-        from adapter.schema.parse import parse_schema
-        spec = parse_schema(schema, table)
+        spec = rt.parse_schema(schema, table)
         rt.engine.get_spec(table)  # 404 for unknown tables
         if _dry_run(request):
             return table_view(spec)
@@ -160,6 +158,7 @@ async def modify_table(instance: str, table: str, request: Request, _=Depends(wr
         gen = rt.engine.begin_generation(table, spec)
         rt.engine.switch_generation(table, gen)
         rt.secrets.put_spec(spec)
+        rt.store_schema(table, schema)  # what a later reindex rebuilds with
         return table_view(spec, 0)
 
     return _ok(request, await offload(work))
@@ -196,43 +195,22 @@ def _gen_view(g: dict) -> dict:
 
 # -- reindex and tasks ---------------------------------------------------------------------
 
-def _reindex_pipeline(rt, table: str, body: dict):
-    """The PipelineConfig for ``POST .../tables/{table}/reindex``.
-
-    Body: ``{"pipeline": {source: {...}, ...}}`` (a pipeline definition as in pipelines/*.yaml;
-    ``table`` is the path's, ``schema`` defaults to the schema the table was created with).
-    The SDK's ReindexRequest fields (dataTimeSec, ossDataPath, partition) alone are not
-    enough to find a source, so they get a 400 that says what to send.
-    """
-    from adapter.ingest.pipeline import PipelineConfig
-
-    raw = body.get("pipeline")
-    if not isinstance(raw, dict):
-        raise QueryError("reindex needs 'pipeline': a pipeline definition (source table / object store) "
-                         "as in pipelines/*.yaml", "$.pipeline")
-    raw = {**raw, "table": table}
-    state = rt.settings.state_dir
-    if "schema" not in raw:
-        stored = state / "schemas" / f"{table}.json"
-        if not stored.exists():
-            raise QueryError(f"no stored schema for table '{table}': give pipeline.schema", "$.pipeline.schema")
-        raw["schema"] = str(stored)
-    raw.setdefault("checkpoint_dir", str(state / "ingest"))
-    return PipelineConfig.from_dict(raw, base_dir=state)
-
-
-@router.post("/tables/{table}/reindex", summary="rebuild a table from its source (runs as a task)",
+@router.post("/tables/{table}/reindex", summary="rebuild a table from a stored pipeline (runs as a task)",
              openapi_extra=docs.body(docs.ReindexBody))
 async def reindex(instance: str, table: str, request: Request, _=Depends(writer)) -> dict:
+    """Body ``{"pipeline": "<name>"}`` runs ``<data dir>/pipelines/<name>.json`` (default: the
+    table's own name); see adapter.ingest.service_pipeline for why no inline definitions."""
     _check_instance(request, instance)
     body = await json_body(request)
     rt = _rt(request)
 
     def work():
-        from adapter.ingest.rebuild import rebuild
+        from adapter.ingest.rebuild import open_image_store, rebuild
+        from adapter.ingest.service_pipeline import load_service_pipeline, requested_name
 
         rt.engine.get_spec(table)
-        pipeline = _reindex_pipeline(rt, table, body)
+        pipeline = load_service_pipeline(rt, table, requested_name(table, body))
+        open_image_store(pipeline, pipeline.load_spec(), rt)  # refuse a disallowed store now, not in the task
         if rt.tasks.running(table) is not None:
             raise ConflictError(f"a rebuild of '{table}' is already running", "path table")
         task = rt.tasks.create("rebuild", table)

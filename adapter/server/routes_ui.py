@@ -6,7 +6,6 @@ public HA3 endpoints, so what it shows is what any client gets.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +47,13 @@ async def thumbnail(table: str, pk: str, request: Request, size: int = 256, _=De
     return await offload(work)
 
 
-def stored_pipeline(runtime: Any, table: str) -> dict[str, Any] | None:
-    """``<state dir>/pipelines/<table>.json``: the pipeline body the admin view's Rebuild
-    button sends to the reindex endpoint (``ha3-adapter demo`` writes one)."""
-    path = Path(runtime.settings.state_dir) / "pipelines" / f"{table}.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def stored_pipeline(runtime: Any, table: str) -> str | None:
+    """The name of the table's stored pipeline (``<state dir>/pipelines/<table>.json``), which
+    the admin view's Rebuild button asks the reindex endpoint to run; None without one. Only
+    the name: its paths, endpoints and keys are the operator's business, not a reader's."""
+    from adapter.ingest.service_pipeline import pipeline_file
+
+    return table if pipeline_file(Path(runtime.settings.state_dir), table) is not None else None
 
 
 def table_summary(runtime: Any, name: str) -> dict[str, Any]:

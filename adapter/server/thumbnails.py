@@ -11,12 +11,11 @@ import base64
 import binascii
 import hashlib
 import io
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from adapter.errors import ImageError, NotFoundError, SchemaError, SourceError
+from adapter.errors import ImageError, NotFoundError, SchemaError
 from adapter.schema.model import FieldSpec, FieldType, TableSpec
 
 MIN_SIZE, MAX_SIZE = 16, 1024
@@ -76,29 +75,15 @@ def read_source_image(runtime: Any, spec: TableSpec, pk: str) -> tuple[bytes, st
 
 
 def store_for(runtime: Any, spec: TableSpec, field: FieldSpec) -> Any:
-    """The object store behind an oss field, opened server-side with the stored credentials.
+    """The object store behind an oss field, opened server-side under the service's access
+    rules (a file:// folder inside the allowed bucket folders, an allow-listed endpoint) with
+    the keys stored for exactly that endpoint and bucket; they never leave this process."""
+    from adapter.ingest.push import access_rules, stored_credentials
+    from adapter.sources.access import open_table_store
 
-    A ``file://`` endpoint is a local directory used as a bucket (``ha3-adapter demo`` does
-    this); anything else is an S3-compatible endpoint (OSS, MinIO, S3).
-    """
-    from adapter.sources.objectstore import open_store
-
-    endpoint = field.object_store.endpoint if field.object_store else ""
-    if endpoint.startswith("file://"):
-        # Only directories inside the service's own data directory: a table's schema must
-        # not turn the thumbnail endpoint into a reader of arbitrary local files.
-        from urllib.parse import unquote, urlparse
-
-        root = Path(runtime.settings.state_dir).resolve()
-        parsed = urlparse(endpoint)
-        local = Path(unquote(parsed.netloc + parsed.path)).resolve()
-        if local != root and root not in local.parents:
-            raise SourceError(f"table {spec.name!r}: a file:// bucket must lie inside the service's data "
-                              "directory", f"$.fields[{field.name}].user_defined_param.oss_endpoint")
-        return open_store(endpoint)
-    # Credentials come from the server's SecretStore; they never leave this process.
-    full_spec = runtime.spec_with_secrets(spec.name)
-    return open_store(full_spec.field(field.name).object_store)
+    return open_table_store(access_rules(runtime), schema=field.object_store,
+                            stored=stored_credentials(runtime, spec.name, field.name),
+                            where=f"$.fields[{field.name}].user_defined_param.oss_endpoint")
 
 
 def make_thumbnail(data: bytes, size: int) -> bytes:

@@ -35,12 +35,6 @@ from adapter.schema.model import FieldSpec, FieldType, TableSpec
 # HA3's multi-value separator inside one string value (the push API and HA3 docs use ^]).
 MULTI_VALUE_SEPARATOR = "\x1d"
 
-INT_RANGES = {
-    FieldType.INT8: (-(2**7), 2**7 - 1), FieldType.INT16: (-(2**15), 2**15 - 1),
-    FieldType.INT32: (-(2**31), 2**31 - 1), FieldType.INT64: (-(2**63), 2**63 - 1),
-    FieldType.UINT8: (0, 2**8 - 1), FieldType.UINT16: (0, 2**16 - 1),
-    FieldType.UINT32: (0, 2**32 - 1), FieldType.UINT64: (0, 2**64 - 1),
-}
 
 
 class PartitionSpec(BaseModel):
@@ -311,13 +305,20 @@ def _split_multi(value: Any) -> list[Any]:
     return [part.strip() for part in text.split(separator)]
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """A bad value as an error message quotes it: short, so that a report or task status
+    names the culprit without carrying a file's contents."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
 def _coerce_scalar(value: Any, type_: FieldType) -> Any:
     if type_.is_integer:
         if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not an integer")
+            raise ValueError(f"{_shown(value)} is not an integer")
         if isinstance(value, float):
             if not value.is_integer():
-                raise ValueError(f"{value!r} is not an integer")
+                raise ValueError(f"{_shown(value)} is not an integer")
             number = int(value)
         else:
             text = str(value).strip()
@@ -327,23 +328,23 @@ def _coerce_scalar(value: Any, type_: FieldType) -> Any:
                 try:
                     as_float = float(text)
                 except ValueError:
-                    raise ValueError(f"{value!r} is not an integer") from None
+                    raise ValueError(f"{_shown(value)} is not an integer") from None
                 if not as_float.is_integer():
-                    raise ValueError(f"{value!r} is not an integer") from None
+                    raise ValueError(f"{_shown(value)} is not an integer") from None
                 number = int(as_float)
-        low, high = INT_RANGES[type_]
+        low, high = type_.int_range
         if not low <= number <= high:
             raise ValueError(f"{number} is out of range for {type_.value}")
         return number
     if type_ in (FieldType.FLOAT, FieldType.DOUBLE):
         if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not a number")
+            raise ValueError(f"{_shown(value)} is not a number")
         try:
             number = float(str(value).strip()) if not isinstance(value, (int, float)) else float(value)
         except ValueError:
-            raise ValueError(f"{value!r} is not a number") from None
+            raise ValueError(f"{_shown(value)} is not a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"{value!r} is not a finite number")
+            raise ValueError(f"{_shown(value)} is not a finite number")
         return number
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")

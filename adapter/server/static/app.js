@@ -412,7 +412,7 @@ async function loadAdmin() {
       td.appendChild(b);
     } else {
       td.textContent = "no stored pipeline";
-      td.title = "put a pipeline at <data dir>/pipelines/<table>.json, or POST .../reindex with one";
+      td.title = "put a pipeline at <data dir>/pipelines/<table>.json";
     }
     tr.appendChild(td);
     body.appendChild(tr);
