@@ -12,14 +12,12 @@ from adapter.errors import ConfigError
 
 
 class TableShape(BaseModel):
+    """One table's shards and replicas on OpenSearch (``engine.tables.<name>``)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    # opensearch: shards and replicas of new indexes (HA3 schemas carry none). The defaults fit
-    # one node; `tables` sets them per table, e.g. {image_search: {shards: 3, replicas: 1}}.
-    # Applied when a table is created and at every rebuild (each generation is a new index).
     shards: int = Field(1, ge=1)
     replicas: int = Field(0, ge=0)
-    tables: dict[str, TableShape] = Field(default_factory=dict)
 
 
 class EngineConfig(BaseModel):
