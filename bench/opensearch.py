@@ -81,30 +81,33 @@ def ingest(engines: dict, table: str, vecs: np.ndarray, batch: int) -> dict[str,
     return spent
 
 
-def filtered_recall(node, table: str, vecs: np.ndarray, queries: np.ndarray, ef: int | None) -> None:
-    """Efficient filtering on the node: a filter inside the knn query (OpenSearch picks exact
-    or filtered graph search itself), recall@10 against a numpy brute force over the matching
-    documents, and q/s against the unfiltered query, at 10%, 1% and 0.1% of the table."""
+def filtered_recall(engines: dict, table: str, vecs: np.ndarray, queries: np.ndarray, ef: int | None) -> None:
+    """Filtered k-NN on both engines, same data: a filter inside the knn query on the node
+    (OpenSearch picks exact or filtered graph search itself) and the embedded engine's own
+    strategy; recall@10 against a numpy brute force over the matching documents, and q/s
+    against each engine's unfiltered query, at 10%, 1% and 0.1% of the table."""
     from adapter.query.plan import Compare, SearchParams, SearchPlan
 
     n = len(vecs)
     params = SearchParams(ef_search=ef)
-    print(f"\nfiltered k-NN on the node (id < N x selectivity; recall@10 against exact, one client):")
-    print(f"  {'filter':>12} {'matches':>8} {'recall@10':>10} {'q/s':>8} {'vs unfiltered':>14}")
-    base_qps = None
-    for share in (None, 0.1, 0.01, 0.001):
-        limit = n if share is None else max(10, int(n * share))
-        flt = None if share is None else Compare(field="id", op="<=", value=limit)
-        hits, t0 = 0, time.perf_counter()
-        for q in queries:
-            res = node.search(SearchPlan(table=table, vectors=[q.tolist()], k=10, hit=10, output_fields=[],
-                                         filter=flt, search_params=params))
-            exact = np.argsort(((vecs[:limit] - q) ** 2).sum(1), kind="stable")[:10] + 1  # pk = row + 1
-            hits += len(set(exact.tolist()) & {int(h.pk) for h in res.hits})
-        qps = len(queries) / (time.perf_counter() - t0)
-        base_qps = base_qps or qps
-        label = "none" if share is None else f"{share:.1%}"
-        print(f"  {label:>12} {limit:>8} {hits / (10 * len(queries)):>10.3f} {qps:>8.1f} {qps / base_qps:>13.2f}x")
+    print("\nfiltered k-NN, the same data on both engines (id <= N x share; recall@10 against exact, one client):")
+    print(f"  {'engine':12} {'filter':>8} {'matches':>8} {'recall@10':>10} {'q/s':>8} {'vs unfiltered':>14}")
+    for kind, engine in engines.items():
+        base_qps = None
+        for share in (None, 0.1, 0.01, 0.001):
+            limit = n if share is None else max(10, int(n * share))
+            flt = None if share is None else Compare(field="id", op="<=", value=limit)
+            hits, t0 = 0, time.perf_counter()
+            for q in queries:
+                res = engine.search(SearchPlan(table=table, vectors=[q.tolist()], k=10, hit=10, output_fields=[],
+                                               filter=flt, search_params=params))
+                exact = np.argsort(((vecs[:limit] - q) ** 2).sum(1), kind="stable")[:10] + 1  # pk = row + 1
+                hits += len(set(exact.tolist()) & {int(h.pk) for h in res.hits})
+            qps = len(queries) / (time.perf_counter() - t0)
+            base_qps = base_qps or qps
+            label = "none" if share is None else f"{share:.1%}"
+            print(f"  {kind:12} {label:>8} {limit:>8} {hits / (10 * len(queries)):>10.3f} {qps:>8.1f} "
+                  f"{qps / base_qps:>13.2f}x")
 
 
 def main() -> None:
@@ -233,7 +236,7 @@ def main() -> None:
         print(f"  {'  of which the engine call':34} {pct(engine_ms, 50):>7.2f} {pct(engine_ms, 99):>7.2f}")
         print(f"  adapter / direct p50: {p50['adapter'] / p50['direct']:.3f} "
               f"(+{p50['adapter'] - p50['direct']:.2f} ms)")
-        filtered_recall(node, table, vecs, queries, args.ef)
+        filtered_recall(engines, table, vecs, queries, args.ef)
     finally:
         if proc is not None:
             proc.terminate()
