@@ -52,7 +52,7 @@ def search_vector(index: VectorIndex, query: np.ndarray, k: int, selection: Sele
         if fraction < 1.0:
             ef = math.ceil(ef / fraction)
         if not (small or (filtered and members <= EXACT_ROWS_PER_EF_UNIT * ef)):
-            scores, found = index.search(query, k, selection, ef_search=min(ef, members))
+            scores, found = index.search(query, k, selection, ef_search=min(ef, index.rows.n))
             if found[want - 1] >= 0:
                 return _found(scores, found)
     scores, found = index.exact(query, k, selection)
