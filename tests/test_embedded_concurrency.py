@@ -21,7 +21,7 @@ from adapter.engines.generation import Generation
 from adapter.engines.rwlock import RWLock
 from adapter.query.plan import SearchParams, SearchPlan
 from adapter.schema.model import VectorIndexType
-from test_engines import make_docs, make_spec
+from test_engines import make_docs, make_spec, readers_searching
 
 LIVENESS_S = 60  # only bounds a hang if the behaviour regresses; nothing is timed
 
@@ -167,27 +167,15 @@ def test_searches_across_generation_switches_always_answer(engine):
     engine.create_table(make_spec("t"))
     docs, vecs = make_docs(50)
     engine.upsert("t", docs)
-    errors: list[BaseException] = []
-    stop = threading.Event()
 
-    def reader():
-        try:
-            while not stop.is_set():
-                assert len(engine.search(knn("t", vecs[3], k=5, output_fields=["title"])).hits) == 5
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
-            errors.append(exc)
+    def check():
+        assert len(engine.search(knn("t", vecs[3], k=5, output_fields=["title"])).hits) == 5
 
-    readers = [threading.Thread(target=reader) for _ in range(3)]
-    for t in readers:
-        t.start()
-    for _ in range(8):
-        gen = engine.begin_generation("t")
-        engine.upsert("t", docs, generation=gen)
-        engine.switch_generation("t", gen)
-    stop.set()
-    for t in readers:
-        t.join()
-    assert not errors
+    with readers_searching(check):
+        for _ in range(8):
+            gen = engine.begin_generation("t")
+            engine.upsert("t", docs, generation=gen)
+            engine.switch_generation("t", gen)
 
 
 def test_reopening_keeps_dead_positions_hidden_and_rebuilds_old_index_files(tmp_path):

@@ -20,6 +20,7 @@ from adapter.query.plan import And, Compare, FetchPlan, InList, Not, Or, SearchP
 from adapter.schema.model import (
     DistanceType, FieldSpec, FieldType, HnswParams, QcParams, TableSpec, VectorIndexSpec, VectorIndexType,
 )
+from test_engines import brute as brute_force
 
 DIM = 16
 N = 3000
@@ -84,14 +85,9 @@ def load(tmp_path, vectors, index_type, distance=DistanceType.SQUARED_EUCLIDEAN)
 
 
 def brute(vectors: np.ndarray, q: np.ndarray, mask: np.ndarray, distance: DistanceType):
-    ids = np.nonzero(mask)[0]
-    if distance is DistanceType.INNER_PRODUCT:
-        scores = vectors[ids] @ q
-        order = np.argsort(-scores, kind="stable")
-    else:
-        scores = ((vectors[ids] - q) ** 2).sum(1)
-        order = np.argsort(scores, kind="stable")
-    return ids[order][:K], scores[order][:K]
+    """The exact top-K over the rows where mask is true: (ids, scores)."""
+    ids, scores = brute_force(vectors, q, distance, mask)
+    return ids[:K], scores[:K]
 
 
 SELECTIVITIES = {

@@ -271,12 +271,11 @@ class EmbeddedEngine:
             else:
                 selection = index.live_selection()
             visible = selection.count if selection is not None else index.rows.live_count
-            per_vector = []
-            for q in queries:
-                if sp.exact and index.quantized:  # true fp32 scores: the codes are approximations
-                    per_vector.append(self._exact_from_sqlite(gen, index, q, plan.k, selection))
-                else:
-                    per_vector.append(search_vector(index, q, plan.k, selection, sp, filtered, gen.brute_force_threshold))
+            if sp.exact and index.quantized:  # true fp32 scores: the codes are approximations
+                per_vector = [self._exact_from_sqlite(gen, index, q, plan.k, selection) for q in queries]
+            else:
+                per_vector = [search_vector(index, q, plan.k, selection, sp, filtered, gen.brute_force_threshold)
+                              for q in queries]
             order, scores = self._rank(per_vector, plan, gen.higher_is_better)
             sort = plan.sort
             if len(sort) != 1 or sort[0].field != RANK or sort[0].descending:

@@ -26,13 +26,13 @@ class RWLock:
         self._writers_waiting = 0
         self._readers_waiting = 0
         self._readers_turn = False  # set when a writer leaves with readers queued behind it
-        self._read = _ReadSide(self)
-        self._write = _WriteSide(self)
+        self._read = _Held(self.acquire_read, self.release_read)
+        self._write = _Held(self.acquire_write, self.release_write)
 
-    def read(self) -> "_ReadSide":
+    def read(self) -> "_Held":
         return self._read
 
-    def write(self) -> "_WriteSide":
+    def write(self) -> "_Held":
         return self._write
 
     def _blocks_reader(self) -> bool:
@@ -75,27 +75,16 @@ class RWLock:
             self._changed.notify_all()
 
 
-class _ReadSide:
-    __slots__ = ("_lock",)
+class _Held:
+    """``with`` support for one side of the lock (preallocated: entering costs no allocation)."""
 
-    def __init__(self, lock: RWLock):
-        self._lock = lock
+    __slots__ = ("_acquire", "_release")
 
-    def __enter__(self) -> None:
-        self._lock.acquire_read()
-
-    def __exit__(self, *exc) -> None:
-        self._lock.release_read()
-
-
-class _WriteSide:
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: RWLock):
-        self._lock = lock
+    def __init__(self, acquire, release):
+        self._acquire, self._release = acquire, release
 
     def __enter__(self) -> None:
-        self._lock.acquire_write()
+        self._acquire()
 
     def __exit__(self, *exc) -> None:
-        self._lock.release_write()
+        self._release()
