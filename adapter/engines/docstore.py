@@ -31,6 +31,7 @@ from adapter.schema.model import TableSpec
 RESERVED_COLUMNS = {"_id", "_vec"}
 CHUNK = 20000
 SQL_VARS = 900  # stay under SQLite's bound-parameter limit
+WAL_FOLD_BYTES = 1000 * 16384
 
 
 def _chunks(items: Sequence[Any], size: int = SQL_VARS) -> Iterator[Sequence[Any]]:
@@ -60,8 +61,10 @@ class DocStore:
                 raise SchemaError(f"field name '{f.name}' is reserved by the embedded engine",
                                   location=f"fields.{f.name}")
         self.db = _connect(self.file, 16384)
-        # WAL checkpoints run after a write is published (checkpoint_wal), not inside its COMMIT
+        # WAL checkpoints run after a write is published (wrote()), not inside its COMMIT, which
+        # happens while searches wait
         self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self._unfolded = 0  # bytes written to the WAL since the last checkpoint, about
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -129,6 +132,14 @@ class DocStore:
 
     def checkpoint_wal(self, mode: str = "PASSIVE") -> None:
         self.db.execute(f"PRAGMA wal_checkpoint({mode})")
+        self._unfolded = 0
+
+    def wrote(self, rows: int) -> None:
+        """After a committed write: fold the WAL into the database once it holds about as much
+        as SQLite's own auto-checkpoint would let it (1000 pages)."""
+        self._unfolded += rows * (4 * self.spec.dimension + 256)
+        if self._unfolded > WAL_FOLD_BYTES:
+            self.checkpoint_wal()
 
     def write(self, rows: dict[Any, tuple[list[Any], np.ndarray]], deletes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Replace/insert ``rows`` (pk → (values in self.columns order, vector)) and delete ``deletes``;

@@ -39,7 +39,7 @@ from adapter.engines.rowtable import memory_columns
 from adapter.engines.rwlock import RWLock
 from adapter.schema.model import TableSpec
 
-EXCLUSIVE_STEP_S = 0.002  # how long a chunk of faiss adds may keep searches waiting
+EXCLUSIVE_STEP_S = 0.001  # how long a chunk of faiss adds may keep searches waiting
 CATCH_UP_UNDER_LOCK = 2000  # a rebuild swaps in once fewer new rows than this remain to add
 
 
@@ -153,7 +153,7 @@ class Generation:
                 raise
             if self._rebuild_deletes is not None:
                 self._rebuild_deletes.append(old_ids)
-            self.docs.checkpoint_wal()
+            self.docs.wrote(len(rows) + len(deletes))
         self.maintain()
 
     def _stage(self, ids: np.ndarray, vectors: np.ndarray, pks: list, columns: dict[str, list]) -> slice | None:
