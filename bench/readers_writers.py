@@ -16,6 +16,9 @@ Scenarios:
   pushing and readers keep searching; the window runs until training has finished.
 - checkpoint: writers push while another thread checkpoints the table (serialises its index
   and folds SQLite's WAL) back to back.
+- switch: a rebuild loop on a table of ``--switch-n`` documents: begin a generation, fill it
+  with the same documents, switch to it (checkpoint of the new one, close of the old one),
+  again and again, while readers search the table.
 
 Uses only the engine's public API (SearchPlan vectors as lists), so it runs on older code too.
 Figures depend on the machine: on 2 shared cores, readers, writers and faiss's OpenMP threads
@@ -163,7 +166,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=200)
     ap.add_argument("--window", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=2, help="idle / under-writers pairs per scenario")
-    ap.add_argument("--scenarios", default="hnsw,qc,checkpoint")
+    ap.add_argument("--switch-n", type=int, default=5000, help="documents in the switch scenario's table")
+    ap.add_argument("--scenarios", default="hnsw,qc,checkpoint,switch")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="rw-bench-"))
@@ -200,6 +204,29 @@ def main() -> None:
                 row(name, "idle", idle)
                 row(name, "writers + checkpoints", busy)
                 print(f"{'':<34} {'p95 under / idle':<22} {busy['p95'] / idle['p95']:>44.1f}x")
+            if load.errors:
+                print("errors:", load.errors[:3])
+        if "switch" in scenarios:
+            engine.create_table(make_spec("sw", VectorIndexType.HNSW, args.dim, 1000))
+            docs = [Document(pk=i, fields={"cate_id": i % 10}, vector=v) for i, v in enumerate(vectors.take(args.switch_n))]
+            engine.upsert("sw", docs)
+            switches = []
+
+            def rebuilds(stop: threading.Event) -> None:
+                while not stop.is_set():
+                    gen = engine.begin_generation("sw")
+                    for start in range(0, len(docs), 1000):
+                        engine.upsert("sw", docs[start:start + 1000], generation=gen)
+                    engine.switch_generation("sw", gen)
+                    switches.append(gen)
+
+            load = Load(engine, "sw", vectors, args.switch_n, args.batch)
+            name = f"switch loop, {args.switch_n // 1000}k-doc generations"
+            idle = load.window(args.window, args.readers, 0)
+            busy = load.window(args.window, args.readers, 0, side=rebuilds)
+            row(name, "idle", idle)
+            row(name, f"rebuild + switch ({len(switches)}x)", busy)
+            print(f"{'':<34} {'p95 under / idle':<22} {busy['p95'] / idle['p95']:>44.1f}x")
             if load.errors:
                 print("errors:", load.errors[:3])
         if "qc" in scenarios and args.qc_n:
