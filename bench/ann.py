@@ -14,9 +14,11 @@ Ground truth: exact top-10 by faiss IndexFlatL2 (over the matching rows when fil
 The engine builds each table through ``EmbeddedEngine.upsert`` (SQLite + faiss); "raw faiss"
 searches the engine's very own faiss index object one query at a time, so engine/raw is the
 engine's per-query overhead at identical recall. hnswlib and usearch build their own HNSW
-with the same M and efConstruction. Every runner answers the same queries three times, alternating in
-blocks of 20 whose order rotates; a block counts its fastest round, so bursts of other work on
-a shared machine drop out instead of landing on one runner. One thread for queries
+with the same M and efConstruction; unfiltered, they are interleaved with raw faiss in a second
+group (cells are R@10 / q/s; X/raw is X's q/s over raw faiss's in its group). Every runner answers the same queries three times, in blocks of 20
+interleaved with the other runners' (never right after another runner ran the same block, so
+no one inherits caches warm with its queries); a block counts its fastest round, so bursts of
+other work on a shared machine drop out instead of landing on one runner. One thread for queries
 (--build-threads for building). The engine receives a prebuilt
 SearchPlan per query, its vector a (1, dim) float32 array as the service's embedder hands it
 ("engine, list plan": the same plans with the vector as Python floats, as a numeric HA query
@@ -97,24 +99,28 @@ def recall_at(found: list, truth: np.ndarray, k: int = K) -> float:
 
 def interleaved(runners: dict[str, Callable[[int], object]], n: int, rounds: int = 3,
                 block: int = 20) -> dict[str, tuple[float, list]]:
-    """Each runner answers queries 0..n-1 ``rounds`` times, in blocks of ``block`` queries whose
-    runner order rotates. A block's time is its fastest round (other processes on a shared
-    machine only ever add time). Returns name -> (queries/second, the answers)."""
+    """Each runner answers queries 0..n-1 ``rounds`` times, in blocks of ``block`` queries. At
+    each step every runner takes its turn, in an order that rotates, on a block several steps
+    away from the others' (so none finds the caches warm with the very queries another just
+    ran); over a round each runner has run every block. A block's time is its fastest round (other processes on a
+    shared machine only ever add time). Returns name -> (queries/second, the answers)."""
     names = list(runners)
-    best: dict[str, dict[int, float]] = {name: {} for name in names}
+    blocks = [(lo, min(n, lo + block)) for lo in range(0, n, block)]
+    best: dict[str, list[float]] = {name: [float("inf")] * len(blocks) for name in names}
     answers: dict[str, list] = {name: [None] * n for name in names}
+    stride = max(1, len(blocks) // len(names))  # runners meet the same block this many steps apart
     for r in range(rounds):
-        for b, lo in enumerate(range(0, n, block)):
-            hi = min(n, lo + block)
-            shift = (r + b) % len(names)
+        for step in range(len(blocks)):
+            shift = (r + step) % len(names)
             for name in names[shift:] + names[:shift]:
+                b = (step + stride * names.index(name)) % len(blocks)
+                lo, hi = blocks[b]
                 run, out = runners[name], answers[name]
                 t0 = time.perf_counter()
                 for i in range(lo, hi):
                     out[i] = run(i)
-                spent = time.perf_counter() - t0
-                best[name][b] = min(spent, best[name].get(b, spent))
-    return {name: (n / sum(best[name].values()), answers[name]) for name in names}
+                best[name][b] = min(best[name][b], time.perf_counter() - t0)
+    return {name: (n / sum(best[name]), answers[name]) for name in names}
 
 
 # -- peers ----------------------------------------------------------------------------------
@@ -202,30 +208,38 @@ def bitmap_selector(allowed: np.ndarray):
 
 
 def fmt(recall: float, qps: float) -> str:
+    """R@10 / q/s"""
     return f"{recall:.3f} / {qps:>7,.0f}"
 
 
 def hnsw_section(args, engine, table, data, queries, truth, peers) -> None:
+    """Two interleaved groups per ef: the engine against the faiss index it wraps, and the peers
+    against that same raw faiss. Interleaving the peers with the engine inflates the engine's
+    per-query overhead by 15-20 us on this machine (their searches evict the caches its Python
+    path runs in), which is not what engine/raw asks."""
     index = engine._generation(table).index.index  # the engine's own faiss object
-    names = None
+    w = 17
+    print(f"{'ef':>5} | {'engine':>{w}} | {'engine, list plan':>{w}} | {'raw faiss':>{w}} | engine/raw | list plan/raw"
+          + (f" || {'raw faiss':>{w}}" if peers else "") + "".join(f" | {n:>{w}} | {n + '/raw':>11}" for n in peers))
     for ef in [int(v) for v in args.ef.split(",")]:
         params = SearchParams(ef_search=ef)
         raw = faiss.SearchParametersHNSW()
         raw.efSearch = max(ef, K)
         set_peer_ef(peers, ef)
-        runners = {"engine": engine_runner(engine, plans_for(table, queries, params)),
-                   "engine, list plan": engine_runner(engine, plans_for(table, queries, params, as_lists=True)),
-                   "raw faiss": raw_runner(index, queries, raw),
-                   **peer_runners(peers, queries)}
-        result = interleaved(runners, len(queries))
-        if names is None:
-            names = list(result)
-            print(f"{'ef':>5} | " + " | ".join(f"{n + ' R@10 / q/s':>24}" for n in names)
-                  + " | engine/raw | list plan/raw")
-        cells = [fmt(recall_at(found, truth), qps) for qps, found in result.values()]
-        ratio = result["engine"][0] / result["raw faiss"][0]
-        list_ratio = result["engine, list plan"][0] / result["raw faiss"][0]
-        print(f"{ef:>5} | " + " | ".join(f"{c:>24}" for c in cells) + f" | {ratio:>10.2f} | {list_ratio:>13.2f}")
+        own = interleaved({"engine": engine_runner(engine, plans_for(table, queries, params)),
+                           "engine, list plan": engine_runner(engine, plans_for(table, queries, params, as_lists=True)),
+                           "raw faiss": raw_runner(index, queries, raw)}, len(queries))
+        line = f"{ef:>5} | " + " | ".join(f"{fmt(recall_at(found, truth), qps):>{w}}" for qps, found in own.values())
+        line += (f" | {own['engine'][0] / own['raw faiss'][0]:>10.2f}"
+                 f" | {own['engine, list plan'][0] / own['raw faiss'][0]:>13.2f}")
+        if peers:
+            others = interleaved({"raw faiss": raw_runner(index, queries, raw), **peer_runners(peers, queries)},
+                                 len(queries))
+            base, base_found = others.pop("raw faiss")
+            line += f" || {fmt(recall_at(base_found, truth), base):>{w}}"
+            line += "".join(f" | {fmt(recall_at(found, truth), qps):>{w}} | {qps / base:>11.2f}"
+                            for qps, found in others.values())
+        print(line)
 
 
 def filtered_section(args, engine, table, data, queries, peers, family: str) -> None:

@@ -4,7 +4,7 @@
 - HNSW: exact search over that set when scanning it costs less than a graph walk wide enough
   to find k of its members, else the graph walk restricted to the set (faiss
   ``SearchParameters.sel``) with efSearch widened by 1/selectivity;
-- Qc (IVF): the same lists restricted to the set, with nprobes widened by 1/selectivity (all
+- Qc (IVF): the same lists restricted to the set, with nprobes widened by 2/selectivity (all
   lists, i.e. exact over the int8 codes, when the set is small);
 - Linear, and Qc before training: exact over the set.
 
@@ -26,6 +26,11 @@ from adapter.query.plan import SearchParams
 # 5,000 selected vectors took 0.5 ms and a selector-restricted walk 3.1-3.8 us per unit of ef
 # (ef 64: 0.2 ms, ef 1024: 3.9 ms). Both scale with the dimension, so the ratio holds across it.
 EXACT_ROWS_PER_EF_UNIT = 32
+# A filtered IVF search probes this many times nprobes/selectivity lists: the filtered top-k lie
+# among the unfiltered top-k/selectivity, which spread over more lists than the top-k do. On 50k
+# clustered 512-d vectors (894 lists, nprobes 16, 10 % selected): x1 recall 0.884 in 0.24 ms,
+# x2 0.992 in 0.51 ms (unfiltered: 0.986 in 0.14 ms).
+IVF_WIDENING = 2
 
 
 def search_vector(index: VectorIndex, query: np.ndarray, k: int, selection: Selection | None,
@@ -42,7 +47,7 @@ def search_vector(index: VectorIndex, query: np.ndarray, k: int, selection: Sele
     if index.quantized:
         nlist = index.nlist
         nprobes = params.nprobes or index.default_nprobes(params.scan_ratio)
-        nprobes = nlist if small else min(nlist, math.ceil(nprobes / fraction))
+        nprobes = nlist if small else min(nlist, math.ceil(IVF_WIDENING * nprobes / fraction))
         scores, found = index.search(query, k, selection, nprobes=nprobes)
         if found[want - 1] < 0 and nprobes < nlist:
             scores, found = index.search(query, k, selection, nprobes=nlist)  # all lists: every member
