@@ -201,3 +201,20 @@ def test_search_filters_match_exactly_what_sql_fetch_matches(small_engine, expr)
     fetched = small_engine.fetch(FetchPlan(table="items", filter=expr, limit=300, output_fields=[]))
     assert sorted(h.pk for h in res.hits) == sorted(h.pk for h in fetched.hits)
     assert sorted(h.pk for h in res.hits) == [i for i in range(300) if matches(expr, i)]
+
+
+def test_qc_probes_the_asked_lists_unfiltered_and_widens_them_by_selectivity_when_filtered(tmp_path, vectors, monkeypatch):
+    from adapter.engines.faissindex import VectorIndex
+
+    engine = load(tmp_path, vectors, VectorIndexType.QC)
+    probed: list[int] = []
+    real = VectorIndex.search
+    monkeypatch.setattr(VectorIndex, "search", lambda self, *a, **kw: probed.append(kw["nprobes"]) or real(self, *a, **kw))
+    q = vectors[7][None, :]
+    engine.search(SearchPlan(table="items", vectors=q, k=K, search_params=SearchParams(nprobes=2)))
+    engine.search(SearchPlan(table="items", vectors=q, k=K, filter=SELECTIVITIES["10%"],
+                             search_params=SearchParams(nprobes=2)))
+    fraction = sum(matches(SELECTIVITIES["10%"], i) for i in range(N)) / N
+    assert probed[0] == 2
+    assert probed[1] == min(16, int(np.ceil(knn_module.IVF_WIDENING * 2 / fraction)))
+    engine.close()

@@ -47,7 +47,10 @@ def search_vector(index: VectorIndex, query: np.ndarray, k: int, selection: Sele
     if index.quantized:
         nlist = index.nlist
         nprobes = params.nprobes or index.default_nprobes(params.scan_ratio)
-        nprobes = nlist if small else min(nlist, math.ceil(IVF_WIDENING * nprobes / fraction))
+        if small:
+            nprobes = nlist
+        elif selection is not None:  # a filter, or dead positions to hide
+            nprobes = min(nlist, math.ceil((IVF_WIDENING if filtered else 1) * nprobes / fraction))
         scores, found = index.search(query, k, selection, nprobes=nprobes)
         if found[want - 1] < 0 and nprobes < nlist:
             scores, found = index.search(query, k, selection, nprobes=nlist)  # all lists: every member
