@@ -117,6 +117,7 @@ class EmbeddedEngine:
                 opened = Generation(table, gen, TableSpec.model_validate(json.loads(row[0])), self._gen_dir(table, gen))
                 self._open[key] = opened
             if gen == self._live(table):
+                opened.serving = True
                 self._live_gens[table] = opened
             return opened
 
@@ -469,6 +470,7 @@ class EmbeddedEngine:
             self._catalog.execute("DELETE FROM generations WHERE table_name = ? AND gen = ?", (table, live))
             self._catalog.execute("COMMIT")
             self._live_cache[table] = generation
+            new.serving = True
             self._live_gens[table] = new
             old = self._open.pop((table, live), None)
         if old is not None:

@@ -26,6 +26,7 @@ class RWLock:
         self._writers_waiting = 0
         self._readers_waiting = 0
         self._readers_turn = False  # set when a writer leaves with readers queued behind it
+        self.reader_waits = 0  # how many reads have had to wait, ever (writers size their steps by it)
         self._read = _Held(self.acquire_read, self.release_read)
         self._write = _Held(self.acquire_write, self.release_write)
 
@@ -41,6 +42,7 @@ class RWLock:
     def acquire_read(self) -> None:
         with self._mutex:
             if self._blocks_reader():
+                self.reader_waits += 1
                 self._readers_waiting += 1
                 try:
                     while self._blocks_reader():
