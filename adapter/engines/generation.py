@@ -92,6 +92,11 @@ class Generation:
         self.index = self._open_index()
         self.maintain()
 
+    @property
+    def db(self):
+        """The SQLite connection every write of this generation goes through."""
+        return self.docs.db
+
     # -- opening -------------------------------------------------------------------------
     def _open_index(self) -> VectorIndex:
         file = self.path / "index.faiss"
