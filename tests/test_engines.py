@@ -334,6 +334,19 @@ def test_unknown_fields_and_bad_vectors_raise_query_errors_naming_them(box):
         box.engine.search(knn("missing_table", q))
 
 
+@pytest.mark.parametrize("value,problem", [(np.nan, "NaN or infinity"), (np.inf, "NaN or infinity"),
+                                           (3e38, "L2 norm"), (3e17, "L2 norm")])
+def test_query_vectors_as_float32_arrays_obey_the_vector_rule(box, value, problem):
+    """An embedder hands the engine a float32 matrix, not lists: the same rule applies to it."""
+    name, spec, docs, vecs = loaded(box, n=20)
+    good = vecs[:2].astype(np.float32)
+    assert {0, 1} <= {h.pk for h in box.engine.search(SearchPlan(table=name, vectors=good, k=3)).hits}
+    bad = good.copy()
+    bad[1, :] = value  # 16 components of 3e17: norm 1.2e18, over the 1e18 the rule allows
+    with pytest.raises(QueryError, match=problem):
+        box.engine.search(SearchPlan(table=name, vectors=bad, k=3))
+
+
 def test_fetch_count_aggregate_stats(box):
     name, spec, docs, vecs = loaded(box)
     e = box.engine
