@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adapter.engines.base import WriteFailure, WriteResult
+from adapter.plan.records import WriteFailure, WriteResult
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 if not DATASETS.is_dir():

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 from adapter.schema.model import FieldSpec, FieldType, TableSpec
 from adapter.vectors import FLOAT32_MAX, to_vector
 

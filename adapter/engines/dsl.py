@@ -12,7 +12,7 @@ from typing import Any
 
 from adapter.engines.sqlfilter import attribute_field, coerce_value
 from adapter.errors import QueryError
-from adapter.query.plan import And, Compare, FilterExpr, InList, Not, Or
+from adapter.plan.tree import And, Compare, FilterExpr, InList, Not, Or
 from adapter.schema.model import TableSpec
 
 RANGE_OPS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}

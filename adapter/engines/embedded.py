@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
+from adapter.plan.records import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
 from adapter.engines.documents import normalize_document, scalar_value
 from adapter.engines.faissindex import Selection, VectorIndex
 from adapter.engines.generation import Generation
@@ -44,7 +44,7 @@ from adapter.engines.results import (
 )
 from adapter.engines.sqlfilter import SqlFilter, attribute_field, quote_ident
 from adapter.errors import ConflictError, NotFoundError, QueryError, SchemaError
-from adapter.query.plan import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
+from adapter.plan.tree import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
 from adapter.schema.model import TableSpec
 
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}$")

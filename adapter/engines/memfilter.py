@@ -15,7 +15,7 @@ import numpy as np
 
 from adapter.engines.rowtable import RowTable
 from adapter.engines.sqlfilter import attribute_field, coerce_value
-from adapter.query.plan import And, Compare, FilterExpr, InList, Not, Or
+from adapter.plan.tree import And, Compare, FilterExpr, InList, Not, Or
 from adapter.schema.model import TableSpec
 
 COMPARE = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt,

@@ -46,7 +46,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
+from adapter.plan.records import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
 from adapter.engines.documents import normalize_document, scalar_value
 from adapter.engines.dsl import filter_dsl
 from adapter.engines.results import (
@@ -59,7 +59,7 @@ from adapter.engines.opensearch_transport import (
 from adapter.errors import (
     ConfigError, ConflictError, EngineError, EngineUnavailableError, NotFoundError, QueryError, SchemaError,
 )
-from adapter.query.plan import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
+from adapter.plan.tree import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
 from adapter.schema.model import DistanceType, TableSpec, VectorIndexType
 from adapter.schema.opensearch import META_KEY, SPACE_TYPES, KnnLibrary, translate
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from adapter.engines.documents import INT64_RANGE
 from adapter.errors import QueryError
-from adapter.query.plan import And, Compare, FilterExpr, InList, Not, Or
+from adapter.plan.tree import And, Compare, FilterExpr, InList, Not, Or
 from adapter.schema.model import FieldSpec, FieldType, TableSpec
 
 

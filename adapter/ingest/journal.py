@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 from adapter.errors import NotFoundError
 
 log = logging.getLogger("adapter.ingest")

@@ -16,7 +16,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 from adapter.errors import AdapterError, ImageError
 from adapter.schema.model import TableSpec
 from adapter.sources.objectstore import ObjectStore, ObjectStoreError

@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from adapter.engines.base import Hit, SearchResult
 from adapter.errors import EmbedError, QueryError
-from adapter.query.haquery import AggregateClause, DistinctClause
-from adapter.query.plan import SearchPlan
+from adapter.plan.records import Hit, SearchResult
+from adapter.plan.tree import Distinct, Facet, SearchPlan
 
 
 @dataclass
@@ -54,21 +53,20 @@ def embed_plan(plan: SearchPlan, engine: Any, embedder: Any, model: str | None) 
     return plan.model_copy(update={"vectors": vec[None, :]})
 
 
-def execute(plan: SearchPlan, engine: Any, embedder: Any, model: str | None = None, *,
-            distinct: DistinctClause | None = None,
-            aggregates: list[AggregateClause] | None = None) -> ExecutedResult:
+def execute(plan: SearchPlan, engine: Any, embedder: Any, model: str | None = None) -> ExecutedResult:
     plan = embed_plan(plan, engine, embedder, model)
-    if distinct is None and not aggregates:
+    if plan.distinct is None and not plan.facets:
         r = engine.search(plan)
         return ExecutedResult(hits=r.hits, total=r.total, searched_docs=r.searched_docs)
-    full = engine.search(plan.model_copy(update={"start": 0, "hit": plan.k}))
-    hits = apply_distinct(full.hits, distinct) if distinct else list(full.hits)
-    facets = [aggregate_hits(hits, a) for a in aggregates or []]
+    # Engines see a plain top-k search; distinct and facets are this module's work.
+    full = engine.search(plan.model_copy(update={"start": 0, "hit": plan.k, "distinct": None, "facets": []}))
+    hits = apply_distinct(full.hits, plan.distinct) if plan.distinct else list(full.hits)
+    facets = [aggregate_hits(hits, f) for f in plan.facets]
     page = hits[plan.start: plan.start + plan.hit]
     return ExecutedResult(hits=page, total=len(hits), searched_docs=full.searched_docs, facets=facets)
 
 
-def apply_distinct(hits: list[Hit], d: DistinctClause) -> list[Hit]:
+def apply_distinct(hits: list[Hit], d: Distinct) -> list[Hit]:
     limit = d.count * d.times
     seen: dict[Any, int] = {}
     kept, surplus = [], []
@@ -76,11 +74,10 @@ def apply_distinct(hits: list[Hit], d: DistinctClause) -> list[Hit]:
         key = _hashable(h.fields.get(d.key))
         seen[key] = seen.get(key, 0) + 1
         (kept if seen[key] <= limit else surplus).append(h)
-    reserved = d.extra.get("reserved", "false").lower() == "true"
-    return kept + surplus if reserved else kept
+    return kept + surplus if d.reserved else kept
 
 
-def aggregate_hits(hits: list[Hit], agg: AggregateClause) -> dict[str, Any]:
+def aggregate_hits(hits: list[Hit], agg: Facet) -> dict[str, Any]:
     """HA3 facet: ``{"key": group_key, "items": [{"value": "v", "count": n, "sum": x}]}``."""
     groups: dict[Any, list[Hit]] = {}
     for h in hits:
@@ -107,7 +104,7 @@ def aggregate_hits(hits: list[Hit], agg: AggregateClause) -> dict[str, Any]:
         items.append((len(members), item))
     # most populous groups first, then by value (HA3 orders facet groups by count)
     items.sort(key=lambda pair: (-pair[0], pair[1]["value"]))
-    return {"key": agg.group_key, "items": [item for _, item in items[: agg.max_group]]}
+    return {"key": agg.group_key, "items": [item for _, item in items[: agg.max_groups]]}
 
 
 def _numbers(v: Any) -> list[Any]:

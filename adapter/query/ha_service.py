@@ -24,7 +24,7 @@ def answer_ha_query(text: str, engine: Any, embedder: Any) -> tuple[dict[str, An
     try:
         q = parse_ha_query(text)
         plan, opts = plan_ha_query(q, engine)
-        result = execute(plan, engine, embedder, None, distinct=opts.distinct, aggregates=opts.aggregates)
+        result = execute(plan, engine, embedder, None)
         return format_ha_response(result, opts, time.perf_counter() - t0), 200
     except AdapterError as err:
         return format_ha_error(err, _error_format(text, q)), err.http_status

@@ -29,7 +29,7 @@ import numpy as np
 
 from adapter import safejson
 from adapter.errors import QueryError
-from adapter.query.plan import RANK, And, Compare, FilterExpr, InList, Not, Or, SortKey
+from adapter.plan.tree import RANK, And, Compare, FilterExpr, InList, Not, Or, SortKey
 from adapter.vectors import score_problem, vectors_problem
 
 CLAUSES = ("config", "query", "filter", "sort", "kvpairs", "distinct", "aggregate", "cluster")

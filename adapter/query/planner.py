@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from adapter.errors import NotFoundError, QueryError
+from adapter.plan.tree import RANK, AggFunc, Distinct, Facet, SearchParams, SearchPlan, SortKey, filter_fields
 from adapter.query.haquery import MAX_N, AggregateClause, DistinctClause, HAQuery
-from adapter.query.plan import RANK, SearchParams, SearchPlan, SortKey, filter_fields
 from adapter.schema.model import TableSpec
 
 GENERAL_CLUSTER = "general"
@@ -38,8 +38,6 @@ class ResponseOptions:
     cluster: str = GENERAL_CLUSTER
     sort: list[SortKey] = field(default_factory=list)
     output_fields: list[str] | None = None  # fields to render (None: all returned)
-    distinct: DistinctClause | None = None
-    aggregates: list[AggregateClause] = field(default_factory=list)
     start: int = 0
     hit: int = 10
     trace: list[str] = field(default_factory=list)  # notes for the tracer (ignored params)
@@ -141,7 +139,7 @@ def check_dimension(spec: TableSpec, vectors: list[list[float]], location: str) 
                              f"expects {spec.dimension}", location)
 
 
-def default_sort(spec: TableSpec) -> list[SortKey]:
+def default_sort() -> list[SortKey]:
     """Best first (engine semantics: RANK ascending = relevance order)."""
     return [SortKey(field=RANK, descending=False)]
 
@@ -168,7 +166,6 @@ def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions
 
     opts = ResponseOptions(format=q.config.format, fetch_summary_type=q.config.fetch_summary_type,
                            pk_field=spec.primary_key, cluster=q.cluster or GENERAL_CLUSTER,
-                           distinct=q.distinct, aggregates=q.aggregates,
                            start=q.config.start, hit=q.config.hit)
     if q.filter is not None:
         check_fields(spec, filter_fields(q.filter), "filter", f"query offset {q.offsets['filter']}")
@@ -176,7 +173,7 @@ def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions
         check_fields(spec, {k.field for k in q.sort}, "sort", f"query offset {q.offsets['sort']}", allow_rank=True)
         sort = engine_sort(q.sort, spec)
     else:
-        sort = default_sort(spec)
+        sort = default_sort()
     opts.sort = sort
     extra_fields: set[str] = set()
     if q.distinct:
@@ -205,6 +202,19 @@ def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions
         table=spec.name, vectors=term.vectors, content=term.content, modal=term.modal, k=k,
         filter=q.filter, sort=sort, output_fields=output, score_threshold=term.sf,
         search_params=params, start=q.config.start, hit=q.config.hit,
+        distinct=plan_distinct(q.distinct) if q.distinct else None,
+        facets=[plan_facet(a) for a in q.aggregates],
     )
     return plan, opts
+
+
+def plan_distinct(clause: DistinctClause) -> Distinct:
+    """HA3's ``reserved`` option (verbatim text in the clause) as the plan's flag."""
+    return Distinct(key=clause.key, count=clause.count, times=clause.times,
+                    reserved=clause.extra.get("reserved", "false").lower() == "true")
+
+
+def plan_facet(clause: AggregateClause) -> Facet:
+    return Facet(group_key=clause.group_key, max_groups=clause.max_group,
+                 funcs=[AggFunc(func=f.func, field=f.field) for f in clause.funcs])
 

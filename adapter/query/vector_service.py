@@ -51,11 +51,11 @@ from typing import Annotated, Any, Callable, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from adapter.engines.base import Hit, SearchResult
+from adapter.plan.records import Hit, SearchResult
 from adapter.errors import AdapterError, QueryError
 from adapter.query.executor import execute
 from adapter.query.haquery import MAX_QUERY_VECTORS, parse_filter, parse_search_params_json, parse_sort
-from adapter.query.plan import RANK, AggFunc, AggregatePlan, FetchPlan, SearchPlan, SortKey, filter_fields
+from adapter.plan.tree import RANK, AggFunc, AggregatePlan, FetchPlan, SearchPlan, SortKey, filter_fields
 from adapter.query.planner import (check_dimension, check_fields, default_sort, engine_sort,
                                    translate_search_params)
 from adapter.schema.model import TableSpec
@@ -244,7 +244,7 @@ def _rank_sort(spec: TableSpec, order: str | None, sort: str | None, sorts: list
         keys = [rank if k.field == RANK else k for k in keys] or [rank]
     check_fields(spec, {k.field for k in keys}, "sort", f"{path}.sort", allow_rank=True)
     # literal score order (ASC/DESC, +/-RANK) → engine relevance order
-    return engine_sort(keys, spec) if keys else default_sort(spec)
+    return engine_sort(keys, spec) if keys else default_sort()
 
 
 def _search_params(raw: str | dict[str, Any] | None, path: str):
@@ -438,7 +438,7 @@ def handle_search(body: dict, runtime: Any) -> dict:
         k = min(MAX_TOPK, max(depth, req.knn.topK if req.knn else 100))  # as deep as the knn leg
         plan = SearchPlan(table=spec.name, vectors=[vec], k=k,
                           filter=_filter(spec, req.text.filter, "$.text.filter"),
-                          sort=default_sort(spec), output_fields=output, start=0, hit=k)
+                          sort=default_sort(), output_fields=output, start=0, hit=k)
         legs.append((_run(plan, runtime), req.text.weight))
     if req.rank and req.rank.rrf is not None:
         k = _rank_constant(req.rank.rrf)
