@@ -15,6 +15,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from adapter.embed.base import Embedder
 from adapter.base64text import is_data_url
 from adapter.embed.images import decode_base64
 from adapter.plan.records import Document
@@ -164,20 +165,20 @@ def _present(value: Any) -> bool:
     return True
 
 
-def takes_decoded(embedder: Any) -> bool:
+def takes_decoded(embedder: Embedder | None) -> bool:
     """Should decoding run in our fetch pool? Only for embedders taking decoded images; the
     EmbeddingService decodes bytes in its own pool, overlapped with the model (and with its
     JPEG draft-decoding fast path), so it gets bytes."""
     return callable(getattr(embedder, "embed_pil_images", None))
 
 
-def _encode(embedder: Any, model: str, batch: Sequence[Prepared]) -> list[Any]:
+def _encode(embedder: Embedder | None, model: str, batch: Sequence[Prepared]) -> list[Any]:
     if batch[0].picture is None:
         return list(embedder.embed_images(model, [it.image for it in batch]))
     return list(embedder.embed_pil_images(model, [it.picture for it in batch]))
 
 
-def embed_prepared(items: Sequence[Prepared], embedder: Any, model: str, dimension: int,
+def embed_prepared(items: Sequence[Prepared], embedder: Embedder | None, model: str, dimension: int,
                    batch_size: int = 32) -> None:
     """Fill ``vector`` for every item that has an image, in batches; failures in place."""
     pending = [it for it in items if it.failure is None and it.vector is None

@@ -37,6 +37,8 @@ from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
+from adapter.plan.engine import Engine
+from adapter.embed.base import Embedder
 from adapter.errors import AdapterError, ConfigError, ConflictError, NotFoundError
 from adapter.ingest.image_stores import open_image_store
 from adapter.ingest.journal import close_journal, discard_if_stale, open_journal
@@ -208,7 +210,7 @@ class Progress:
 _END = object()
 
 
-def embedded_batches(rows: Iterable[Row], preparer: RecordPreparer, embedder: Any, model: str, dimension: int, *,
+def embedded_batches(rows: Iterable[Row], preparer: RecordPreparer, embedder: Embedder | None, model: str, dimension: int, *,
                      batch_size: int, embed_batch_size: int, concurrency: int, queue_depth: int,
                      cache: dict[int, Prepared] | None = None,
                      stop: threading.Event | None = None) -> Iterator[tuple[list[Row], list[Prepared]]]:
@@ -424,7 +426,7 @@ def abort_rebuild(runtime: PartsSource, pipeline: PipelineConfig) -> None:
     discard_if_stale(engine, pipeline.table, pipeline.journal_path())
 
 
-def _resume(engine: Any, pipeline: PipelineConfig, path: Path) -> tuple[Checkpoint | None, str | None]:
+def _resume(engine: Engine, pipeline: PipelineConfig, path: Path) -> tuple[Checkpoint | None, str | None]:
     """(the checkpoint to resume, or None; a pending generation to abort once a new one
     exists: the checkpoint is from another pipeline or schema)."""
     ckpt = Checkpoint.load(path)
@@ -442,14 +444,14 @@ def _resume(engine: Any, pipeline: PipelineConfig, path: Path) -> tuple[Checkpoi
     return ckpt, None
 
 
-def _abort_quietly(engine: Any, table: str, generation: str) -> None:
+def _abort_quietly(engine: Engine, table: str, generation: str) -> None:
     try:
         engine.abort_generation(table, generation)
     except AdapterError:
         pass
 
 
-def _train(engine: Any, pipeline: PipelineConfig, spec: TableSpec, preparer: RecordPreparer, embedder: Any,
+def _train(engine: Engine, pipeline: PipelineConfig, spec: TableSpec, preparer: RecordPreparer, embedder: Embedder | None,
            model: str, total: int, generation: str, knobs: dict) -> dict[int, Prepared]:
     """Embed a random sample, train the generation's IVF on it; keep the sample for reuse."""
     size = sample_size(spec, total, pipeline.train_sample_max)
@@ -469,7 +471,7 @@ def _train(engine: Any, pipeline: PipelineConfig, spec: TableSpec, preparer: Rec
     return cache
 
 
-def _write_batches(engine: Any, pipeline: PipelineConfig, preparer: RecordPreparer, embedder: Any, model: str,
+def _write_batches(engine: Engine, pipeline: PipelineConfig, preparer: RecordPreparer, embedder: Embedder | None, model: str,
                    spec: TableSpec, ckpt: Checkpoint, ckpt_path: Path, report_path: Path, report: IngestReport,
                    reporter: Progress, cache: dict[int, Prepared], knobs: dict) -> None:
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")

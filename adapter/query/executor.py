@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from adapter.errors import EmbedError, QueryError
+from adapter.embed.base import Embedder
+from adapter.plan.engine import Engine
 from adapter.plan.records import Hit, SearchResult
 from adapter.plan.tree import Distinct, Facet, SearchPlan
+from adapter.query.embedding import embed_content
 
 
 @dataclass
@@ -30,31 +30,16 @@ class ExecutedResult(SearchResult):
     facets: list[dict[str, Any]] = field(default_factory=list)
 
 
-def embed_plan(plan: SearchPlan, engine: Any, embedder: Any, model: str | None) -> SearchPlan:
+def embed_plan(plan: SearchPlan, engine: Engine, embedder: Embedder | None) -> SearchPlan:
     """Return a copy of ``plan`` whose ``vectors`` hold the embedded content."""
     if not plan.needs_embedding():
         return plan
-    spec = engine.get_spec(plan.table)
-    model = model or (spec.embedding.model if spec.embedding else None)
-    if not model:
-        raise QueryError(f"table {plan.table!r} has no vector model to embed {plan.modal} content", "modal")
-    if plan.modal == "image":
-        vec = embedder.embed_image(model, plan.content)
-    else:
-        try:
-            text = plan.content.decode("utf-8")
-        except UnicodeDecodeError:
-            raise QueryError("text content is not UTF-8", "content") from None
-        vec = embedder.embed_text(model, text)
-    vec = np.asarray(vec, dtype=np.float32).reshape(-1)
-    if vec.shape[0] != spec.dimension:
-        raise EmbedError(f"model {model!r} returns {vec.shape[0]} dimensions, table {plan.table!r} "
-                         f"expects {spec.dimension}", "model")
+    vec = embed_content(embedder, engine.get_spec(plan.table), plan.content, plan.modal or "text", "modal")
     return plan.model_copy(update={"vectors": vec[None, :]})
 
 
-def execute(plan: SearchPlan, engine: Any, embedder: Any, model: str | None = None) -> ExecutedResult:
-    plan = embed_plan(plan, engine, embedder, model)
+def execute(plan: SearchPlan, engine: Engine, embedder: Embedder | None) -> ExecutedResult:
+    plan = embed_plan(plan, engine, embedder)
     if plan.distinct is None and not plan.facets:
         r = engine.search(plan)
         return ExecutedResult(hits=r.hits, total=r.total, searched_docs=r.searched_docs)

@@ -10,13 +10,12 @@ table's primary key.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from adapter.errors import NotFoundError, PayloadTooLargeError, QueryError
 from adapter.server import docs
+from adapter.ingest.push import PushReport, apply_push
 from adapter.plan.engine import Engine
 from adapter.runtime import Runtime
 from adapter.server.auth import writer
@@ -45,10 +44,10 @@ def table_for_data_source(engine: Engine, data_source: str) -> str:
                         f"{', '.join(sorted(tables)) or 'none'})", "path data_source")
 
 
-def _failure_items(report: Any) -> list[dict]:
+def _failure_items(report: PushReport) -> list[dict]:
     items = []
-    for f in getattr(report, "failures", []) or []:
-        d = f.to_dict() if hasattr(f, "to_dict") else dict(f)
+    for f in report.failures:
+        d = f.to_dict()
         where = f" (command {d['offset']})" if d.get("offset") is not None else ""
         items.append({"code": 4020, "message": f"document {d.get('pk')!r}{where}: {d.get('reason')}: "
                                                f"{d.get('message', '')}".rstrip(": "), **d})
@@ -56,8 +55,6 @@ def _failure_items(report: Any) -> list[dict]:
 
 
 def do_push(runtime: Runtime, data_source: str, pk_header: str | None, commands: list) -> tuple[int, dict]:
-    from adapter.ingest.push import apply_push
-
     table = table_for_data_source(runtime.engine, data_source)
     spec = runtime.engine.get_spec(table)
     if pk_header and pk_header != spec.primary_key:
