@@ -29,6 +29,7 @@ from adapter.ingest.service_pipeline import ingest_dir
 from adapter.plan.engine import Engine
 from adapter.schema.model import TableSpec
 from adapter.sources.objectstore import ObjectStore
+from adapter.values import source_value
 
 SUPPORTED_COMMANDS = ("add", "delete")
 
@@ -111,9 +112,7 @@ def _check_command(command: Any, index: int, pk_name: str, spec: TableSpec) -> t
         return Failure(None, "bad_record", f"command [{index}]: primary key '{pk_name}' is missing", index)
     if cmd == "delete":
         try:
-            from adapter.sources.tables import coerce_value
-
-            fields = {**fields, pk_name: coerce_value(pk, spec.field(spec.primary_key))}
+            fields = {**fields, pk_name: source_value(pk, spec.field(spec.primary_key))}
         except ValueError as exc:
             return Failure(pk, "bad_record", f"command [{index}]: primary key: {exc}", index)
     return cmd, fields
