@@ -98,11 +98,10 @@ def _data_dirs(settings) -> list:
 def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
     metrics = Metrics()
-    if runtime.tasks is not None:
-        metrics.add_task_collector(runtime.tasks)
+    metrics.add_task_collector(runtime.tasks)
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        if getattr(settings, "warm_up", False):
+        if settings.warm_up:
             await run_in_threadpool(warm_up, runtime)
         metrics.ready.set(1)
         yield
