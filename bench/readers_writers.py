@@ -36,7 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adapter.plan.records import Document
+try:
+    from adapter.plan.records import Document
+except ImportError:  # a checkout from before adapter/plan (the comparison run above)
+    from adapter.engines.base import Document
 from adapter.engines.embedded import EmbeddedEngine
 from adapter.plan.tree import SearchPlan
 from adapter.schema.model import (
