@@ -137,7 +137,10 @@ def node_bytes_per_vector(url: str, vecs: np.ndarray, batch: int) -> list[tuple[
             for start in range(0, len(vecs), batch):
                 engine.upsert(table, documents(vecs[start:start + batch], start))
             concrete = engine._live(table)[0]
-            engine._call("POST", f"/{concrete}/_forcemerge", params={"max_num_segments": "1"})
+            # merging rebuilds the graph: minutes for HA3's m 50 / ef_construction 500
+            engine._call("POST", f"/{concrete}/_forcemerge", params={"max_num_segments": "1", "request_timeout": 1800})
+            engine._call("POST", f"/{concrete}/_refresh")  # readers move to the merged segment,
+            engine._call("POST", f"/{concrete}/_flush")    # and the commit drops the old ones
             stats = engine._call("GET", f"/{concrete}/_stats/segments", params={"include_segment_file_sizes": "true"})
             files = stats["indices"][concrete]["primaries"]["segments"]["file_sizes"]
             sizes = {label: files.get(ext, {}).get("size_in_bytes", 0) / len(vecs) for ext, label in kinds.items()}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -332,6 +334,19 @@ def test_unknown_fields_and_bad_vectors_raise_query_errors_naming_them(box):
         box.engine.search(knn("missing_table", q))
 
 
+@pytest.mark.parametrize("value,problem", [(np.nan, "NaN or infinity"), (np.inf, "NaN or infinity"),
+                                           (3e38, "L2 norm"), (3e17, "L2 norm")])
+def test_query_vectors_as_float32_arrays_obey_the_vector_rule(box, value, problem):
+    """An embedder hands the engine a float32 matrix, not lists: the same rule applies to it."""
+    name, spec, docs, vecs = loaded(box, n=20)
+    good = vecs[:2].astype(np.float32)
+    assert {0, 1} <= {h.pk for h in box.engine.search(SearchPlan(table=name, vectors=good, k=3)).hits}
+    bad = good.copy()
+    bad[1, :] = value  # 16 components of 3e17: norm 1.2e18, over the 1e18 the rule allows
+    with pytest.raises(QueryError, match=problem):
+        box.engine.search(SearchPlan(table=name, vectors=bad, k=3))
+
+
 def test_fetch_count_aggregate_stats(box):
     name, spec, docs, vecs = loaded(box)
     e = box.engine
@@ -387,30 +402,44 @@ def test_restart_keeps_documents_index_and_deletes(box):
     assert e.list_tables() == [name] or name in e.list_tables()
 
 
-def test_concurrent_searches_during_writes_see_whole_documents(box):
-    name, spec, docs, vecs = loaded(box, n=200)
-    e = box.engine
+@contextmanager
+def readers_searching(check: Callable[[], None], threads: int = 3) -> Iterator[None]:
+    """Threads calling ``check()`` back to back while the block runs; its first failure is raised."""
     errors: list[BaseException] = []
     stop = threading.Event()
 
     def reader():
         try:
             while not stop.is_set():
-                res = e.search(knn(name, vecs[0], k=5, output_fields=["title"]))
-                assert len(res.hits) == 5 and all(h.fields["title"].startswith("item-") for h in res.hits)
+                check()
         except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=reader) for _ in range(3)]
-    for t in threads:
+    readers = [threading.Thread(target=reader) for _ in range(threads)]
+    for t in readers:
         t.start()
-    for round_ in range(10):
-        batch, _ = make_docs(200, seed=round_)
-        e.upsert(name, batch)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert not errors
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
+def test_concurrent_searches_during_writes_see_whole_documents(box):
+    name, spec, docs, vecs = loaded(box, n=200)
+    e = box.engine
+
+    def check():
+        res = e.search(knn(name, vecs[0], k=5, output_fields=["title"]))
+        assert len(res.hits) == 5 and all(h.fields["title"].startswith("item-") for h in res.hits)
+
+    with readers_searching(check):
+        for round_ in range(10):
+            batch, _ = make_docs(200, seed=round_)
+            e.upsert(name, batch)
     assert e.count(name) == 200
 
 

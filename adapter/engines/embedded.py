@@ -5,12 +5,13 @@ Layout::
     data_dir/catalog.sqlite              tables(name, live) and generations(table, gen, spec, created)
     data_dir/tables/<table>/<gen>/       one Generation (docs.sqlite + index.faiss)
 
-Search path: the filter is compiled to SQL, the matching row ids become a faiss
-``IDSelectorBitmap`` passed INSIDE the faiss search (so filtered k-NN returns k hits
-whenever k documents match). When the filter is very selective (≤ brute_force_threshold
-matches, default 2048) or the approximate search returns fewer hits than exist, the
-engine answers by exact search over the SQLite vectors instead. Qc tables answer exactly
-until their IVF index is trained (explicitly via ``train`` or automatically once
+Search path: the filter becomes a set of index positions first, from in-memory columns for
+numeric single-valued fields (memfilter.py) or from SQLite otherwise, cached until the next
+write; then knn.py picks exact search over that set or a graph / IVF search restricted to it
+(faiss ``SearchParameters.sel``), as OpenSearch's k-NN efficient filtering does, so filtered
+k-NN returns k hits whenever k documents match. Primary keys come from the row table in
+numpy; SQLite is read only for the stored fields a request asks for. Qc tables answer
+exactly until their IVF index is trained (explicitly via ``train`` or automatically once
 linear_build_threshold documents exist). ``search_params.exact`` forces exact search.
 
 Writes commit to SQLite first (source of truth), then update faiss; the faiss file is
@@ -27,15 +28,19 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
 from adapter.engines.documents import normalize_document, scalar_value
+from adapter.engines.faissindex import Selection, VectorIndex
 from adapter.engines.generation import Generation
+from adapter.engines.knn import search_vector
+from adapter.engines.memfilter import filter_mask
 from adapter.engines.results import (
-    merge_vectors, passes_threshold, sort_keys_fn, validate_output_fields, validate_search, validate_sort,
+    merge_vectors, sort_keys_fn, validate_output_fields, validate_search, validate_sort,
 )
 from adapter.engines.sqlfilter import SqlFilter, attribute_field, quote_ident
 from adapter.errors import ConflictError, NotFoundError, QueryError, SchemaError
@@ -43,7 +48,6 @@ from adapter.query.plan import RANK, AggregatePlan, FetchPlan, FilterExpr, Searc
 from adapter.schema.model import TableSpec
 
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}$")
-DEFAULT_BRUTE_FORCE = 2048
 
 
 def _now() -> str:
@@ -64,6 +68,7 @@ class EmbeddedEngine:
                               "created TEXT, PRIMARY KEY (table_name, gen))")
         self._open: dict[tuple[str, str], Generation] = {}
         self._live_cache: dict[str, str] = {}  # table → live generation; changed only under self._lock
+        self._live_gens: dict[str, Generation] = {}  # read without the lock by every search
         self._remove_orphans()
 
     # -- catalog helpers -------------------------------------------------------------
@@ -94,19 +99,48 @@ class EmbeddedEngine:
         return row[0]
 
     def _generation(self, table: str, generation: str | None = None) -> Generation:
+        if generation is None:
+            live = self._live_gens.get(table)  # a dict read: no lock on the search path
+            if live is not None:
+                return live
         with self._lock:
             gen = generation or self._live(table)
             key = (table, gen)
-            if key in self._open:
-                return self._open[key]
-            row = self._catalog.execute("SELECT spec FROM generations WHERE table_name = ? AND gen = ?",
-                                        key).fetchone()
-            if row is None:
-                self._live(table)
-                raise NotFoundError(f"generation '{gen}' of table '{table}' does not exist", location="generation")
-            opened = Generation(table, gen, TableSpec.model_validate(json.loads(row[0])), self._gen_dir(table, gen))
-            self._open[key] = opened
+            opened = self._open.get(key)
+            if opened is None:
+                row = self._catalog.execute("SELECT spec FROM generations WHERE table_name = ? AND gen = ?",
+                                            key).fetchone()
+                if row is None:
+                    self._live(table)
+                    raise NotFoundError(f"generation '{gen}' of table '{table}' does not exist",
+                                        location="generation")
+                opened = Generation(table, gen, TableSpec.model_validate(json.loads(row[0])), self._gen_dir(table, gen))
+                self._open[key] = opened
+            if gen == self._live(table):
+                opened.serving = True
+                self._live_gens[table] = opened
             return opened
+
+    def _read_live(self, table: str) -> Generation:
+        """The live generation with its read lock held; a generation closed by a switch or drop
+        just before the lock was taken is passed over for the new live one."""
+        while True:
+            gen = self._generation(table)
+            gen.rw.acquire_read()
+            if not gen.closed:
+                return gen
+            gen.rw.release_read()
+            with self._lock:  # the closer has already moved the live pointer (or the table is gone)
+                if self._live_gens.get(table) is gen:
+                    self._live_gens.pop(table)
+
+    @contextmanager
+    def _reading(self, table: str) -> Iterator[Generation]:
+        gen = self._read_live(table)
+        try:
+            yield gen
+        finally:
+            gen.rw.release_read()
 
     def _new_generation(self, table: str, spec: TableSpec, gen_no: int) -> str:
         gen = f"g{gen_no}"
@@ -144,6 +178,7 @@ class EmbeddedEngine:
             self._catalog.execute("DELETE FROM generations WHERE table_name = ?", (table,))
             self._catalog.execute("COMMIT")
             self._live_cache.pop(table, None)
+            self._live_gens.pop(table, None)
             for key in [k for k in self._open if k[0] == table]:
                 self._open.pop(key).close(checkpoint=False)
             shutil.rmtree(self.data_dir / "tables" / table, ignore_errors=True)
@@ -213,113 +248,156 @@ class EmbeddedEngine:
     # -- reads -----------------------------------------------------------------------
     def get(self, table: str, pks: Sequence[Any], *, output_fields: list[str] | None = None,
             include_vector: bool = False) -> list[Hit]:
-        gen = self._generation(table)
-        fields, wants_vector = validate_output_fields(gen.spec, output_fields)
-        pk_field = gen.spec.field(gen.spec.primary_key)
-        keys = []
-        for pk in pks:
-            try:
-                keys.append(scalar_value(pk_field, pk))
-            except ValueError:
-                continue  # a key that cannot exist is simply missing
-        with gen.rw.read():
-            rows = gen.rows_by_pk(keys, fields, include_vector or wants_vector)
+        with self._reading(table) as gen:
+            fields, wants_vector = validate_output_fields(gen.spec, output_fields)
+            pk_field = gen.spec.field(gen.spec.primary_key)
+            keys = []
+            for pk in pks:
+                try:
+                    keys.append(scalar_value(pk_field, pk))
+                except ValueError:
+                    continue  # a key that cannot exist is simply missing
+            rows = gen.docs.rows_by_pk(keys, fields, include_vector or wants_vector)
         return [Hit(pk=rows[k][0], score=None, fields=rows[k][1], vector=rows[k][2]) for k in keys if k in rows]
 
     def search(self, plan: SearchPlan) -> SearchResult:
-        gen = self._generation(plan.table)
-        spec = gen.spec
-        queries, fields, wants_vector = validate_search(spec, plan)
-        sql = SqlFilter(spec, plan.filter)
-        sp = plan.search_params
-        higher = spec.distance.higher_is_better
-        with gen.rw.read():
-            allowed = gen.ids_where(sql.sql, sql.params) if plan.filter is not None else None
-            visible = len(allowed) if allowed is not None else gen.doc_count()
-            brute = (spec.vector_index.qc.brute_force_threshold if spec.vector_index.qc else None) or DEFAULT_BRUTE_FORCE
-            exact = (sp.exact
-                     or (gen.index.family == "ivf_sq8" and not gen.index.is_trained)
-                     or (allowed is not None and len(allowed) <= brute))
-            per_vector: list[list[tuple[int, float]]] = []
-            want = min(plan.k, visible)
-            for q in queries:
-                hits = [] if want == 0 else (self._exact(gen, q, plan.k, sql) if exact else
-                                             self._approx(gen, q, plan.k, allowed, sp))
-                if not exact and len(hits) < want:
-                    hits = self._exact(gen, q, plan.k, sql)  # the graph ran dry: never return fewer than exist
-                per_vector.append(hits)
-            scores = merge_vectors(per_vector, plan.multi_vector_mode)
-            scores = {i: s for i, s in scores.items() if passes_threshold(s, plan.score_threshold, higher)}
-            sort_fields = [sk.field for sk in plan.sort if sk.field != RANK and sk.field not in fields]
-            rows = gen.rows_by_id(list(scores), fields + sort_fields, plan.include_vector or wants_vector) \
-                if scores else {}
-        if [(sk.field, sk.descending) for sk in plan.sort] == [(RANK, False)]:  # the usual case: best first
-            order = sorted(rows, key=(lambda i: -scores[i]) if higher else scores.__getitem__)
-        else:
-            order = sorted(rows, key=sort_keys_fn(plan.sort, higher, lambda i: scores[i], lambda i, f: rows[i][1].get(f)))
-        page = order[plan.start:plan.start + plan.hit]
-        hits = []
-        for i in page:
-            pk, values, vector = rows[i]
-            hits.append(Hit(pk=pk, score=scores[i], fields={f: values.get(f) for f in fields}, vector=vector))
-        return SearchResult(hits=hits, total=len(order), searched_docs=visible)
-
-    def _approx(self, gen: Generation, q: np.ndarray, k: int, allowed: np.ndarray | None, sp) -> list[tuple[int, float]]:
-        nprobes = sp.nprobes
-        if nprobes is None and sp.scan_ratio is not None and gen.index.family == "ivf_sq8":
-            nprobes = gen.index.default_nprobes(sp.scan_ratio)
-        scores, ids = gen.index.search(q[None, :], k, allowed=allowed, max_id=gen.max_id() if allowed is not None else 0,
-                                       ef_search=sp.ef_search, nprobes=nprobes)
-        found = ids[0] >= 0
-        return list(zip(ids[0][found].tolist(), scores[0][found].tolist()))
+        gen = self._read_live(plan.table)
+        try:
+            queries, fields, wants_vector = validate_search(gen.spec, plan)
+            index = gen.index
+            sp = plan.search_params
+            filtered = plan.filter is not None
+            if filtered:
+                selection = self._filter_selection(gen, index, SqlFilter(gen.spec, plan.filter), plan.filter)
+            else:
+                selection = index.live_selection()
+            visible = selection.count if selection is not None else index.rows.live_count
+            if sp.exact and index.quantized:  # true fp32 scores: the codes are approximations
+                per_vector = [self._exact_from_sqlite(gen, index, q, plan.k, selection) for q in queries]
+            else:
+                per_vector = [search_vector(index, q, plan.k, selection, sp, filtered, gen.brute_force_threshold)
+                              for q in queries]
+            order, scores = self._rank(per_vector, plan, gen.higher_is_better)
+            sort = plan.sort
+            if len(sort) != 1 or sort[0].field != RANK or sort[0].descending:
+                order, scores = self._sort_by_keys(gen, index, plan, order, scores)
+            total = len(order)
+            if plan.start or plan.hit < total:
+                order, scores = order[plan.start:plan.start + plan.hit], scores[plan.start:plan.start + plan.hit]
+            hits = self._hits(gen, index, order, scores, fields, plan.include_vector or wants_vector)
+        finally:
+            gen.rw.release_read()
+        return SearchResult(hits, total, visible)
 
     @staticmethod
-    def _exact(gen: Generation, q: np.ndarray, k: int, sql: SqlFilter) -> list[tuple[int, float]]:
-        """Brute force over the SQLite vectors that pass the filter (true fp32 scores)."""
-        higher = gen.spec.distance.higher_is_better
-        best_ids = np.empty(0, dtype=np.int64)
+    def _filter_selection(gen: Generation, index: VectorIndex, sql: SqlFilter, expr: FilterExpr) -> Selection:
+        """The live positions matching the filter, cached until the next write."""
+        rows = index.rows
+
+        def build() -> Selection:
+            mask = filter_mask(gen.spec, rows, expr)
+            if mask is None:  # a string or multi-valued field: SQLite's indexes answer
+                mask = np.zeros(rows.n, dtype=bool)
+                mask[rows.positions_of(gen.docs.ids_where(sql.sql, sql.params))] = True
+            return Selection(mask & rows.live_mask())
+
+        return rows.cached(("filter", sql.sql, tuple(sql.params)), build)
+
+    @staticmethod
+    def _rank(per_vector: list[tuple[np.ndarray, np.ndarray]], plan: SearchPlan,
+              higher: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Positions best first, with their scores: merged across query vectors, thresholded,
+        equal scores in insertion order (faiss's result heaps already break ties by position)."""
+        if len(per_vector) == 1:
+            positions, scores = per_vector[0]
+        else:
+            merged = merge_vectors([zip(p.tolist(), s.tolist()) for p, s in per_vector], plan.multi_vector_mode)
+            positions = np.fromiter(merged, dtype=np.int64, count=len(merged))
+            scores = np.fromiter(merged.values(), dtype=np.float64, count=len(merged))
+        if plan.score_threshold is not None:
+            keep = scores >= plan.score_threshold if higher else scores <= plan.score_threshold
+            positions, scores = positions[keep], scores[keep]
+        if len(per_vector) > 1:
+            order = np.lexsort((positions, -scores if higher else scores))  # positions follow _id order
+            positions, scores = positions[order], scores[order]
+        return positions, scores
+
+    @staticmethod
+    def _sort_by_keys(gen: Generation, index: VectorIndex, plan: SearchPlan, positions: np.ndarray,
+                      scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sort_fields = [sk.field for sk in plan.sort if sk.field != RANK]
+        ids = index.rows.ids[positions].tolist()
+        rows = gen.docs.rows_by_id(ids, sort_fields, False)
+        score_of = dict(zip(range(len(ids)), scores.tolist()))
+        key = sort_keys_fn(plan.sort, gen.higher_is_better, score_of.__getitem__, lambda i, f: rows[ids[i]][1].get(f))
+        order = sorted(range(len(ids)), key=key)
+        return positions[order], scores[order]
+
+    @staticmethod
+    def _hits(gen: Generation, index: VectorIndex, positions: np.ndarray, scores: np.ndarray,
+              fields: list[str], with_vector: bool) -> list[Hit]:
+        pks = index.rows.pks[positions].tolist()
+        scores = scores.tolist()
+        if not fields and not with_vector:  # the service's hot path: nothing stored to read
+            return [Hit(pk, score, {}, None) for pk, score in zip(pks, scores)]
+        ids = index.rows.ids[positions].tolist()
+        rows = gen.docs.rows_by_id(ids, fields, with_vector)
+        return [Hit(pk, score, rows[i][1], rows[i][2]) for pk, score, i in zip(pks, scores, ids)]
+
+    @staticmethod
+    def _exact_from_sqlite(gen: Generation, index: VectorIndex, q: np.ndarray, k: int,
+                           selection: Selection | None) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the SQLite fp32 vectors of the selected positions (a trained Qc index
+        keeps only int8 codes)."""
+        higher = gen.higher_is_better
+        best_pos = np.empty(0, dtype=np.int64)
         best = np.empty(0, dtype=np.float32)
-        for ids, vecs in gen.iter_vectors(sql.sql, sql.params):
+        for ids, vecs in gen.docs.iter_vectors("1", []):
+            positions = index.rows.positions_of(ids)
+            allowed = index.rows.live[positions] if selection is None else selection.mask[positions]
+            vecs, positions = vecs[allowed], positions[allowed]
             if higher:
                 scores = vecs @ q
             else:
                 diff = vecs - q
                 scores = np.einsum("ij,ij->i", diff, diff)
-            best_ids = np.concatenate([best_ids, ids])
+            best_pos = np.concatenate([best_pos, positions])
             best = np.concatenate([best, scores.astype(np.float32)])
             if len(best) > k:
                 keep = np.argpartition(-best if higher else best, k - 1)[:k]
-                best_ids, best = best_ids[keep], best[keep]
+                best_pos, best = best_pos[keep], best[keep]
         order = np.argsort(-best if higher else best, kind="stable")
-        return [(int(best_ids[i]), float(best[i])) for i in order]
+        return best_pos[order], best[order]
 
     def fetch(self, plan: FetchPlan) -> SearchResult:
-        gen = self._generation(plan.table)
         if plan.ids is not None:
             hits = self.get(plan.table, plan.ids, output_fields=plan.output_fields, include_vector=plan.include_vector)
             return SearchResult(hits=hits, total=len(hits))
         if plan.limit < 0 or plan.offset < 0:
             raise QueryError("limit and offset must not be negative", location="limit")
-        spec = gen.spec
-        fields, wants_vector = validate_output_fields(spec, plan.output_fields)
-        validate_sort(spec, plan.sort, allow_rank=False)
-        sql = SqlFilter(spec, plan.filter)
-        order = ", ".join(f"{quote_ident(sk.field)} IS NULL, {quote_ident(sk.field)} {'DESC' if sk.descending else 'ASC'}"
-                          for sk in plan.sort) or "_id"
-        with gen.rw.read():
+        with self._reading(plan.table) as gen:
+            spec = gen.spec
+            fields, wants_vector = validate_output_fields(spec, plan.output_fields)
+            validate_sort(spec, plan.sort, allow_rank=False)
+            sql = SqlFilter(spec, plan.filter)
+            order = ", ".join(f"{quote_ident(sk.field)} IS NULL, {quote_ident(sk.field)} {'DESC' if sk.descending else 'ASC'}"
+                              for sk in plan.sort) or "_id"
             total = gen.doc_count(sql.sql, sql.params)
-            rows = gen.select(sql.sql, sql.params, order, plan.limit, plan.offset, fields,
-                              plan.include_vector or wants_vector)
+            rows = gen.docs.select(sql.sql, sql.params, order, plan.limit, plan.offset, fields,
+                                   plan.include_vector or wants_vector)
         return SearchResult(hits=[Hit(pk=r[0], score=None, fields=r[1], vector=r[2]) for r in rows], total=total)
 
     def count(self, table: str, filter: FilterExpr | None = None) -> int:
-        gen = self._generation(table)
-        sql = SqlFilter(gen.spec, filter)
-        with gen.rw.read():
+        with self._reading(table) as gen:
+            sql = SqlFilter(gen.spec, filter)
             return gen.doc_count(sql.sql, sql.params)
 
     def aggregate(self, plan: AggregatePlan) -> list[dict[str, Any]]:
-        gen = self._generation(plan.table)
+        with self._reading(plan.table) as gen:
+            return self._aggregate(gen, plan)
+
+    @staticmethod
+    def _aggregate(gen: Generation, plan: AggregatePlan) -> list[dict[str, Any]]:
         spec = gen.spec
         keys = [attribute_field(spec, k, "groupKeys").name for k in plan.group_keys]
         selects = []
@@ -337,24 +415,23 @@ class EmbeddedEngine:
         group = ", ".join(quote_ident(k) for k in keys)
         query = (f"SELECT {', '.join([quote_ident(k) for k in keys] + selects)} FROM docs WHERE {sql.sql}"
                  + (f" GROUP BY {group} ORDER BY {group}" if keys else "") + " LIMIT ?")
-        with gen.rw.read():
-            rows = gen.query(query, [*sql.params, plan.max_groups])
+        rows = gen.docs.query(query, [*sql.params, plan.max_groups])
         out = []
         for row in rows:
-            key = gen.decode_fields(keys, row[:len(keys)])
+            key = gen.docs.decode_fields(keys, row[:len(keys)])
             values = {fn.label: row[len(keys) + i] for i, fn in enumerate(plan.funcs)}
             out.append({"key": key, "values": values})
         return out
 
     def stats(self, table: str) -> TableStats:
-        gen = self._generation(table)
-        with gen.rw.read():
+        with self._reading(table) as gen:
+            index = gen.index
             count = gen.doc_count()
-            extra = {"family": gen.index.family, "indexed": gen.index.ntotal, "tombstones": len(gen.index.dead),
-                     "trained": gen.index.is_trained, "dimension": gen.spec.dimension,
+            extra = {"family": index.family, "indexed": index.ntotal, "tombstones": index.rows.dead_count,
+                     "trained": index.is_trained, "dimension": gen.spec.dimension,
                      "distance": gen.spec.distance.value}
-            if gen.index.nlist:
-                extra["nlist"] = gen.index.nlist
+            if index.nlist:
+                extra["nlist"] = index.nlist
         return TableStats(table=table, doc_count=count, generation=gen.gen,
                           index_type=gen.spec.vector_index.index_type.value, extra=extra)
 
@@ -380,16 +457,21 @@ class EmbeddedEngine:
 
     def switch_generation(self, table: str, generation: str) -> None:
         with self._lock:
+            if generation == self._live(table):
+                raise ConflictError(f"generation '{generation}' is already live", location="generation")
+            new = self._generation(table, generation)
+        new.checkpoint()  # the new live generation opens fast after a restart; searches go on meanwhile
+        with self._lock:
             live = self._live(table)
             if generation == live:
                 raise ConflictError(f"generation '{generation}' is already live", location="generation")
-            new = self._generation(table, generation)
-            new.checkpoint()  # the new live generation opens fast after a restart
             self._catalog.execute("BEGIN IMMEDIATE")
             self._catalog.execute("UPDATE tables SET live = ? WHERE name = ?", (generation, table))
             self._catalog.execute("DELETE FROM generations WHERE table_name = ? AND gen = ?", (table, live))
             self._catalog.execute("COMMIT")
             self._live_cache[table] = generation
+            new.serving = True
+            self._live_gens[table] = new
             old = self._open.pop((table, live), None)
         if old is not None:
             old.close(checkpoint=False)  # waits for searches still reading it

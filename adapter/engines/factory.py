@@ -36,8 +36,10 @@ class EngineConfig(BaseModel):
     replicas: int = Field(0, ge=0)
     tables: dict[str, TableShape] = Field(default_factory=dict)
     refresh: bool = False  # opensearch: refresh after each write batch (tests, small demos)
-    # opensearch: how long one request may keep retrying while nodes are down or busy
+    # opensearch: how long one request may keep retrying while nodes are down or busy, and how
+    # long one try may wait for its answer (a bulk of large vectors on a busy node takes seconds)
     retry_deadline_s: float = Field(60.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)
     # opensearch: the k-NN library new indexes use. faiss needs the plugin's native code (a
     # full distribution has it); lucene is for a plugin without it; auto reads the nodes'
     # `knn_library` attribute (scripts/opensearch.sh sets it to lucene) and defaults to faiss.
@@ -69,5 +71,6 @@ def open_engine(config: EngineConfig) -> Engine:
         table_shards={name: (t.shards, t.replicas) for name, t in config.tables.items()},
         refresh=config.refresh,
         retry_deadline_s=config.retry_deadline_s,
+        request_timeout_s=config.request_timeout_s,
         knn_library=config.knn_library,
     )

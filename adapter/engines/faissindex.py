@@ -1,31 +1,36 @@
-"""The faiss side of one embedded-engine generation: the same index families as
-OpenSearch's faiss engine, addressed by our int64 row ids.
+"""The faiss side of one embedded-engine generation: the same index families as OpenSearch's
+faiss engine, addressed by faiss's own positions (0, 1, 2, ... in the order vectors were added).
 
-- HNSW / QGraph → ``IndexIDMap2(IndexHNSWFlat)`` (M = spec.hnsw_m(), efConstruction, efSearch).
-  HNSW graphs cannot drop nodes, so a replaced or deleted row becomes a tombstone that a
-  selector hides from every search; the graph is rebuilt when tombstones pass 30 %.
-- Qc → ``IndexIVFScalarQuantizer`` with ``QT_8bit`` (really int8 codes), nlist from
-  spec.ivf_nlist, nprobes from spec.ivf_nprobes. It must be trained; until then the engine
-  answers by exact search over SQLite (HA3 also brute-forces below linear_build_threshold).
-- Linear → ``IndexIDMap2(IndexFlat)``: exact.
+- HNSW / QGraph → ``IndexHNSWFlat`` (M = spec.hnsw_m(), efConstruction, efSearch).
+- Qc → ``IndexIVFScalarQuantizer`` with ``QT_8bit`` (int8 codes), nlist from spec.ivf_nlist,
+  nprobes from spec.ivf_nprobes. Until it is trained (HA3 brute-forces below
+  linear_build_threshold too) the vectors live in an ``IndexFlat`` and are searched exactly.
+- Linear → ``IndexFlat``: exact.
 
-Row ids are SQLite ``docs.id`` values (AUTOINCREMENT, never reused), so a replaced document
-gets a new id and the old one can never be confused with it.
+No family ever removes a vector: a replaced or deleted row becomes a dead position in the row
+table (rowtable.py), which a selector hides from every search; the generation rebuilds the
+index when dead positions pass 30 %. So positions never shift, and the row table maps each to
+its SQLite ``_id`` and primary key in numpy.
+
+On disk (``to_file``): a JSON header, the positions' SQLite ids, then the faiss index, written
+through faiss's IO callbacks straight into the file (no second in-memory copy).
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from typing import IO, Any
 
 import faiss
 import numpy as np
 
+from adapter.engines.rowtable import RowTable
 from adapter.schema.model import DistanceType, TableSpec, VectorIndexType
 from adapter.vectors import usable_rows
 
 TOMBSTONE_REBUILD_FRACTION = 0.3
+FILE_FORMAT = 2
 
 
 def metric_of(spec: TableSpec) -> int:
@@ -41,138 +46,189 @@ def family_of(spec: TableSpec) -> str:
     return "hnsw"  # HNSW, and QGraph (HNSW + quantizer; stored unquantized here)
 
 
-def _bitmap(ids: np.ndarray, size: int) -> np.ndarray:
-    flags = np.zeros(size, dtype=np.uint8)
-    flags[ids] = 1
-    return np.packbits(flags, bitorder="little")
+class Selection:
+    """The positions one search may return: a boolean mask, its count, and the faiss selector
+    over it. Shared by concurrent searches (cached per row-table version), so the selector and
+    the bitmap it points into are built once, up front: a lazily built pair could be replaced
+    by a racing search and freed under the other's feet."""
+
+    __slots__ = ("mask", "count", "_positions", "_bitmap", "selector", "params")
+
+    def __init__(self, mask: np.ndarray, count: int | None = None):
+        self.mask = mask
+        self.count = int(np.count_nonzero(mask)) if count is None else count
+        self._positions: np.ndarray | None = None
+        self._bitmap = np.packbits(mask, bitorder="little")
+        # positions past the bitmap (staged by a write in progress) are never members
+        self.selector = faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap))
+        self.params: dict[tuple, Any] = {}  # faiss SearchParameters using this selector, by setting
+
+    @property
+    def fraction(self) -> float:
+        return self.count / len(self.mask) if len(self.mask) else 0.0
+
+    @property
+    def positions(self) -> np.ndarray:
+        if self._positions is None:  # a race only computes it twice
+            self._positions = np.flatnonzero(self.mask).astype(np.int64)
+        return self._positions
 
 
 class VectorIndex:
-    def __init__(self, spec: TableSpec, index: Any | None = None, dead: set[int] | None = None):
+    def __init__(self, spec: TableSpec, index: Any | None = None):
         self.spec = spec
         self.family = family_of(spec)
         self.metric = metric_of(spec)
-        self.dead: set[int] = dead or set()
         self.index = index if index is not None else self._empty()
+        self.quantized = isinstance(self.index, faiss.IndexIVF)  # a trained Qc index: int8 codes only
+        hnsw = spec.vector_index.hnsw
+        self.default_ef = hnsw.ef_search if hnsw else 500
+        self.rows = RowTable(spec)
+        self._params: dict[tuple, Any] = {}  # SearchParameters without a selector, by setting
+        self._storage: Any = None
 
     # -- construction ----------------------------------------------------------------
-    def _empty(self, nlist: int | None = None) -> Any:
+    def _empty(self) -> Any:
         d = self.spec.dimension
         vi = self.spec.vector_index
-        if self.family == "flat":
-            return faiss.IndexIDMap2(faiss.IndexFlat(d, self.metric))
         if self.family == "hnsw":
             hnsw = faiss.IndexHNSWFlat(d, vi.hnsw_m(), self.metric)
             hnsw.hnsw.efConstruction = vi.hnsw.ef_construction if vi.hnsw else 500
             hnsw.hnsw.efSearch = vi.hnsw.ef_search if vi.hnsw else 500
-            return faiss.IndexIDMap2(hnsw)
-        quantizer = faiss.IndexFlat(d, self.metric)
-        ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist or vi.ivf_nlist(None),
-                                            faiss.ScalarQuantizer.QT_8bit, self.metric)
-        ivf.own_fields = True
-        quantizer.this.disown()  # the IVF index owns its quantizer now
-        return ivf
+            return hnsw
+        return faiss.IndexFlat(d, self.metric)  # Linear, and Qc until trained
 
     @property
     def is_trained(self) -> bool:
-        return bool(self.index.is_trained)
+        return self.family != "ivf_sq8" or self.quantized
 
     @property
     def nlist(self) -> int | None:
-        return int(self.index.nlist) if self.family == "ivf_sq8" else None
+        return int(self.index.nlist) if self.quantized else None
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal) - len(self.dead)
+        """Live vectors."""
+        return self.rows.live_count
 
     def train(self, sample: np.ndarray, doc_count: int | None = None) -> None:
-        """IVF only: k-means on the sample; nlist from the spec, capped at sample/39."""
+        """Qc only, on an empty index: k-means on the sample; nlist from the spec, capped at sample/39."""
         if self.family != "ivf_sq8":
             return
+        assert self.rows.n == 0, "train a fresh index, then add"
         # faiss k-means aborts the process on infinite distances; no row may bring them.
         sample = np.ascontiguousarray(usable_rows(sample), dtype=np.float32)
         if not len(sample):
             raise ValueError("no finite, bounded vectors to train the IVF index on")
         nlist = self.spec.vector_index.ivf_nlist(doc_count or len(sample))
         nlist = max(1, min(nlist, len(sample) // 39 or 1))
-        self.index = self._empty(nlist)
-        self.index.train(sample)
+        d = self.spec.dimension
+        quantizer = faiss.IndexFlat(d, self.metric)
+        ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, self.metric)
+        ivf.own_fields = True
+        quantizer.this.disown()  # the IVF index owns its quantizer now
+        ivf.train(sample)
+        self.index = ivf
+        self.quantized = True
+        self._params = {}
 
-    # -- writes ----------------------------------------------------------------------
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    # -- writes (callers hold the generation's exclusive lock, or own a private index) ----------
+    def add(self, ids: np.ndarray, vectors: np.ndarray, pks, values: dict) -> slice:
+        """Append vectors at the next positions, staged (not live) in the row table."""
         if len(ids):
-            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                    np.ascontiguousarray(ids, dtype=np.int64))
-
-    def remove(self, ids: np.ndarray) -> None:
-        if not len(ids):
-            return
-        if self.family == "hnsw":
-            self.dead.update(int(i) for i in ids)
-        else:
-            self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+            self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return self.rows.stage(ids, pks, values)
 
     def needs_compaction(self) -> bool:
-        total = int(self.index.ntotal)
-        return self.family == "hnsw" and total > 0 and len(self.dead) > TOMBSTONE_REBUILD_FRACTION * total
+        return self.rows.n > 0 and self.rows.dead_count > TOMBSTONE_REBUILD_FRACTION * self.rows.n
 
-    def reset(self) -> None:
-        """Empty index of the same geometry (keeps IVF training)."""
-        if self.family == "ivf_sq8" and self.is_trained:
-            self.index.reset()
-        else:
-            self.index = self._empty()
-        self.dead = set()
+    # -- search (callers hold the generation's read lock) ----------------------------------
+    def live_selection(self) -> Selection | None:
+        """None when every position is live (no selector needed), else the live positions."""
+        rows = self.rows
+        if rows.live_count == rows.n:  # rows.n is faiss's ntotal outside an exclusive add step
+            return None
+        return rows.cached("live", lambda: Selection(rows.live_mask().copy(), rows.live_count))
 
-    # -- search ----------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
-               max_id: int = 0, ef_search: int | None = None, nprobes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of shape (n, k); id -1 pads. ``allowed`` restricts to those row ids."""
-        keep: list[Any] = []  # selectors and bitmaps must outlive the search call
-        sel = None
-        if allowed is not None:
-            bitmap = _bitmap(allowed, max_id + 1)
-            sel = faiss.IDSelectorBitmap(max_id + 1, faiss.swig_ptr(bitmap))
-            keep += [bitmap, sel]
-        elif self.dead:
-            dead = np.fromiter(self.dead, dtype=np.int64, count=len(self.dead))
-            bitmap = _bitmap(dead, int(dead.max()) + 1)
-            inner = faiss.IDSelectorBitmap(int(dead.max()) + 1, faiss.swig_ptr(bitmap))
-            sel = faiss.IDSelectorNot(inner)
-            keep += [bitmap, inner, sel]
+    def search(self, query: np.ndarray, k: int, selection: Selection | None, *,
+               ef_search: int | None = None, nprobes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, positions) of one query through the index; position -1 pads."""
         if self.family == "hnsw":
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = max(k, ef_search or self.default_ef())
-        elif self.family == "ivf_sq8":
-            params = faiss.SearchParametersIVF()
-            params.nprobe = max(1, min(self.nlist, nprobes or self.default_nprobes()))
+            setting = ("ef", max(k, ef_search or self.default_ef))
+        elif self.quantized:
+            setting = ("nprobe", max(1, min(self.nlist, nprobes or self.default_nprobes())))
         else:
-            params = faiss.SearchParameters()
-        if sel is not None:
-            params.sel = sel
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        scores, ids = self.index.search(q, k, params=params)
-        del keep
-        return scores, ids
+            setting = ("flat", 0)
+        params = self._search_params(setting, selection)
+        return self._run(self.index, query, k, params)
 
-    def default_ef(self) -> int:
-        hnsw = self.spec.vector_index.hnsw
-        return hnsw.ef_search if hnsw else 500
+    def exact(self, query: np.ndarray, k: int, selection: Selection | None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the stored fp32 vectors (not for a trained Qc index): the selected
+        positions' vectors only when they are few, else one flat scan that skips the others."""
+        storage = self._flat_storage()
+        if selection is not None and selection.count * 2 < storage.ntotal:
+            positions = selection.positions
+            scores = np.empty((1, k), dtype=np.float32)
+            found = np.empty((1, k), dtype=np.int64)
+            by_index = (faiss.knn_inner_products_by_idx if self.metric == faiss.METRIC_INNER_PRODUCT
+                        else faiss.knn_L2sqr_by_idx)
+            by_index(faiss.swig_ptr(query), storage.get_xb(), faiss.swig_ptr(positions), storage.d, 1,
+                     storage.ntotal, len(positions), k, faiss.swig_ptr(scores), faiss.swig_ptr(found), -1)
+            return scores[0], found[0]
+        return self._run(storage, query, k, self._search_params(("flat", 0), selection))
+
+    def _flat_storage(self) -> Any:
+        if self._storage is None:
+            self._storage = faiss.downcast_index(self.index.storage) if self.family == "hnsw" else self.index
+        return self._storage
+
+    def _search_params(self, setting: tuple, selection: Selection | None) -> Any:
+        cache = self._params if selection is None else selection.params
+        params = cache.get(setting)
+        if params is None:
+            kind, value = setting
+            if kind == "ef":
+                params = faiss.SearchParametersHNSW()
+                params.efSearch = value
+            elif kind == "nprobe":
+                params = faiss.SearchParametersIVF()
+                params.nprobe = value
+            elif selection is not None:
+                params = faiss.SearchParameters()
+            if selection is not None:
+                params.sel = selection.selector
+            cache[setting] = params
+        return params
+
+    @staticmethod
+    def _run(index: Any, query: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+        # search_c: faiss's own method under its numpy wrapper, minus the wrapper's checks
+        scores = np.empty((1, k), dtype=np.float32)
+        found = np.empty((1, k), dtype=np.int64)
+        index.search_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(scores), faiss.swig_ptr(found), params)
+        return scores[0], found[0]
 
     def default_nprobes(self, scan_ratio: float | None = None) -> int:
         return self.spec.vector_index.ivf_nprobes(self.nlist, self.ntotal or None, scan_ratio)
 
     # -- persistence ------------------------------------------------------------------
-    def to_bytes(self, seq: int) -> bytes:
-        header = json.dumps({"seq": seq, "family": self.family, "dead": sorted(self.dead)}).encode()
-        body = faiss.serialize_index(self.index).tobytes()
-        return struct.pack("<Q", len(header)) + header + body
+    def to_file(self, fh: IO[bytes], seq: int) -> None:
+        n = self.rows.n
+        header = json.dumps({"format": FILE_FORMAT, "seq": seq, "family": self.family, "positions": n}).encode()
+        fh.write(struct.pack("<Q", len(header)) + header)
+        fh.write(self.rows.ids[:n].tobytes())
+        faiss.write_index(self.index, faiss.PyCallbackIOWriter(fh.write))
 
     @classmethod
-    def from_bytes(cls, spec: TableSpec, data: bytes) -> tuple["VectorIndex", int]:
-        (n,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8:8 + n])
-        if header.get("family") != family_of(spec):
-            raise ValueError("index family changed")
-        index = faiss.deserialize_index(np.frombuffer(data[8 + n:], dtype=np.uint8))
-        return cls(spec, index, set(header.get("dead", []))), int(header["seq"])
+    def read_file(cls, spec: TableSpec, fh: IO[bytes]) -> tuple[Any, np.ndarray, int]:
+        """(faiss index, SQLite id of each position, seq); ValueError if not ours or another family."""
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+        if header.get("format") != FILE_FORMAT or header.get("family") != family_of(spec):
+            raise ValueError("index file of another format or family")
+        n = int(header["positions"])
+        ids = np.frombuffer(fh.read(8 * n), dtype=np.int64).copy()
+        index = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
+        if index.ntotal != n or len(ids) != n:
+            raise ValueError("index file truncated")
+        return index, ids, int(header["seq"])

@@ -100,7 +100,8 @@ class OpenSearchEngine:
     def __init__(self, client: Any | None = None, *, url: str | None = None, username: str | None = None,
                  password: str | None = None, verify_certs: bool = True, shards: int = 1, replicas: int = 0,
                  refresh: bool = False, max_retries: int = 4, backoff_s: float = 0.5,
-                 retry_deadline_s: float = 60.0, table_shards: dict[str, tuple[int, int]] | None = None,
+                 retry_deadline_s: float = 60.0, request_timeout_s: float = 30.0,
+                 table_shards: dict[str, tuple[int, int]] | None = None,
                  train_timeout_s: float = 1800.0, poll_interval_s: float = 2.0,
                  connection_class: Any | None = None, sleep: Callable[[float], None] = time.sleep,
                  knn_library: Literal["auto", "faiss", "lucene"] = "auto"):
@@ -114,7 +115,7 @@ class OpenSearchEngine:
                                       # One retry policy: ours (opensearch_transport.py). A node is
                                       # put aside only when it cannot be reached, not when it says
                                       # 503 (the cluster is short of shards, not this node).
-                                      "max_retries": 0, "retry_on_status": (),
+                                      "max_retries": 0, "retry_on_status": (), "timeout": request_timeout_s,
                                       "serializer": FastJSONSerializer()}
             if username:
                 kwargs["http_auth"] = (username, password or "")

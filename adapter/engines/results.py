@@ -15,10 +15,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from adapter.engines.sqlfilter import attribute_field
 from adapter.errors import QueryError
 from adapter.query.plan import RANK, SearchPlan, SortKey
 from adapter.schema.model import TableSpec
-from adapter.vectors import vectors_problem
+from adapter.vectors import MAX_NORM, vectors_problem
+
+MAX_SQUARED_NORM = np.float32(MAX_NORM * MAX_NORM)
 
 
 def merge_vectors(per_vector: Sequence[Iterable[tuple[Any, float]]], mode: str) -> dict[Any, float]:
@@ -99,8 +102,6 @@ class _Ordered:
 
 def validate_output_fields(spec: TableSpec, output_fields: list[str] | None) -> tuple[list[str], bool]:
     """(attribute fields to return, whether the vector was named). QueryError on unknown names."""
-    from adapter.engines.sqlfilter import attribute_field
-
     if output_fields is None:
         return [f.name for f in spec.attribute_fields], False
     names: list[str] = []
@@ -116,8 +117,6 @@ def validate_output_fields(spec: TableSpec, output_fields: list[str] | None) -> 
 
 
 def validate_sort(spec: TableSpec, sort: Sequence[SortKey], allow_rank: bool = True) -> None:
-    from adapter.engines.sqlfilter import attribute_field
-
     for sk in sort:
         if sk.field == RANK:
             if not allow_rank:
@@ -143,19 +142,32 @@ def validate_search(spec: TableSpec, plan: SearchPlan) -> tuple[np.ndarray, list
 
 
 def query_vectors(spec: TableSpec, plan: SearchPlan) -> np.ndarray:
-    """The plan's query vectors as (n, dimension) float32; QueryError on a wrong shape or NaN."""
-    if not plan.vectors:
+    """The plan's query vectors as (n, dimension) C-contiguous float32 (faiss reads rows in
+    place); QueryError on a wrong shape or a vector the one vector rule refuses."""
+    if len(plan.vectors) == 0:
         raise QueryError("search needs a query vector (or content to embed first)", location="vector")
     try:
-        queries = np.asarray(plan.vectors, dtype=np.float64)
+        if isinstance(plan.vectors, np.ndarray) and plan.vectors.dtype == np.float32:
+            queries = plan.vectors  # an embedder's output: already what faiss reads
+        else:
+            queries = np.asarray(plan.vectors, dtype=np.float64)  # checked as sent, before the float32 cast
     except (TypeError, ValueError):
         raise QueryError("query vectors must all have the same length", location="vector") from None
     if queries.ndim != 2 or queries.shape[1] != spec.dimension:
         got = queries.shape[-1] if queries.ndim == 2 else "ragged"
         raise QueryError(f"query vector has {got} values, table '{spec.name}' needs {spec.dimension}",
                          location="vector")
-    problem = vectors_problem(queries)
+    problem = None if _within_rule_float32(queries) else vectors_problem(queries)
     if problem:
         raise QueryError(f"query vector {problem}", location="vector")
-    queries = queries.astype(np.float32)
-    return queries
+    return np.ascontiguousarray(queries, dtype=np.float32)
+
+
+def _within_rule_float32(queries: np.ndarray) -> bool:
+    """The vector rule's yes in one float32 pass, for float32 input (every search's hot path):
+    a NaN or infinite component, or a norm over MAX_NORM (whose square overflows float32 or
+    exceeds MAX_NORM^2), fails the comparison. A no goes to vectors_problem for its reason."""
+    if queries.dtype != np.float32:
+        return False
+    squared_norms = np.einsum("ij,ij->i", queries, queries)  # einsum raises no overflow warning
+    return bool(squared_norms.max() <= MAX_SQUARED_NORM)  # NaN compares false

@@ -51,7 +51,7 @@ def embed_plan(plan: SearchPlan, engine: Any, embedder: Any, model: str | None) 
     if vec.shape[0] != spec.dimension:
         raise EmbedError(f"model {model!r} returns {vec.shape[0]} dimensions, table {plan.table!r} "
                          f"expects {spec.dimension}", "model")
-    return plan.model_copy(update={"vectors": [vec.tolist()]})
+    return plan.model_copy(update={"vectors": vec[None, :]})
 
 
 def execute(plan: SearchPlan, engine: Any, embedder: Any, model: str | None = None, *,

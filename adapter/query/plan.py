@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf
 
 Scalar = Union[int, float, str]
 CompareOp = Literal["=", "!=", "<", ">", "<=", ">="]
 
 # The pseudo-field that means "the vector score" in sort keys (HA3's RANK).
 RANK = "RANK"
+
+# Query vectors: lists of floats as parsed, or an (n, dimension) numpy matrix as an embedder
+# returns it, kept as is (a round trip through 512 Python floats costs more than the search).
+QueryVectors = Union[InstanceOf[np.ndarray], list[list[float]]]
 
 
 class Compare(BaseModel):
@@ -98,7 +103,7 @@ class SearchPlan(BaseModel):
     model_config = ConfigDict(frozen=False)
 
     table: str
-    vectors: list[list[float]] = Field(default_factory=list)
+    vectors: QueryVectors = Field(default_factory=list)
     content: bytes | None = None  # UTF-8 text or image bytes, already Base64-decoded
     modal: Literal["text", "image"] | None = None
     k: int = 10  # HA3 n / topK: neighbours per query vector
@@ -113,7 +118,7 @@ class SearchPlan(BaseModel):
     hit: int = 10
 
     def needs_embedding(self) -> bool:
-        return not self.vectors and self.content is not None
+        return len(self.vectors) == 0 and self.content is not None
 
 
 class FetchPlan(BaseModel):
@@ -150,6 +155,7 @@ class AggregatePlan(BaseModel):
 def plan_summary(plan: Any) -> dict[str, Any]:
     """A loggable view of a plan: no vectors, no content bytes."""
     data = plan.model_dump(exclude={"vectors", "content"}, mode="json")
-    if getattr(plan, "vectors", None):
-        data["vector_count"] = len(plan.vectors)
+    vectors = getattr(plan, "vectors", None)
+    if vectors is not None and len(vectors):
+        data["vector_count"] = len(vectors)
     return data
