@@ -96,3 +96,22 @@ def test_feature_graph_matches_the_torch_backbone(tmp_path, monkeypatch):
     np.testing.assert_allclose(got["logits"], logits.numpy(), atol=1e-3)
     for name in taps:
         np.testing.assert_allclose(got[f"tap_{name}"], tapped[name].numpy(), atol=1e-3)
+
+
+def test_the_service_keeps_exported_graphs_inside_its_data_dir(monkeypatch, tmp_path):
+    from adapter.config import Settings
+    from adapter.runtime import Runtime
+
+    monkeypatch.delenv("HA3_ADAPTER_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    assert starter_onnx.cache_dir(tmp_path / "configured") == tmp_path / "configured"
+    settings = Settings.load(overrides={"engine": {"kind": "embedded", "data_dir": str(tmp_path / "data")}})
+    runtime = Runtime.from_settings(settings)
+    try:
+        registry = runtime.embedder.registry
+        encoder = registry.get("clip_ecom")
+        assert encoder.runtime == "onnx"
+        assert all((tmp_path / "data" / "model-cache") in p.parents for p in encoder._onnx.paths)
+        assert not (tmp_path / "user-cache").exists()
+    finally:
+        runtime.close()

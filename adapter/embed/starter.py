@@ -317,7 +317,7 @@ class StarterEncoder:
     normalized = True
 
     def __init__(self, variant: str = "clip", device: str | None = None, weights: Path | None = None,
-                 runtime: str | None = None):
+                 runtime: str | None = None, cache_dir: Path | None = None):
         if variant not in VARIANTS:
             raise ConfigError(f"unknown starter variant {variant!r}; expected one of {VARIANTS}")
         self.name = variant
@@ -333,9 +333,10 @@ class StarterEncoder:
         self.image_size = int(self.metadata.get("image_size", backbone_image_size(self.backbone_name)))
         self.draft_size = self.image_size + 32  # JPEGs may decode at reduced scale down to this
         self.crop = self.metadata.get("view", "crop") == "crop"  # "squash": whole image, no crop
-        self.runtime, self._onnx = self._start_runtime(runtime or os.environ.get(ENV_RUNTIME) or "onnx", path)
+        self.runtime, self._onnx = self._start_runtime(runtime or os.environ.get(ENV_RUNTIME) or "onnx", path,
+                                                       cache_dir)
 
-    def _start_runtime(self, runtime: str, path: Path):
+    def _start_runtime(self, runtime: str, path: Path, cache_dir: Path | None):
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown starter runtime {runtime!r}; expected one of {RUNTIMES}")
         if runtime == "torch" or self.device.type != "cpu":
@@ -343,7 +344,8 @@ class StarterEncoder:
         try:
             from adapter.embed.starter_onnx import OnnxTowers
 
-            return "onnx", OnnxTowers(self.heads, path.read_bytes(), self.backbone_name, self.image_size, TEXT_MAX_TOKENS)
+            return "onnx", OnnxTowers(self.heads, path.read_bytes(), self.backbone_name, self.image_size,
+                                      TEXT_MAX_TOKENS, cache=cache_dir)
         except Exception as exc:  # no onnxruntime, an unwritable cache, an export failure
             log.warning("starter model %s: ONNX Runtime unavailable (%s); running in torch, several times slower",
                         self.variant, exc)

@@ -7,8 +7,10 @@ model exports its two towers, each with its trained heads inside, on first use:
     image.onnx   pixels (n, H, W, 3) uint8 [, colour (n, 64) float32]  → image (n, 512), L2-normalised
     text.onnx    input_ids, attention_mask (n, L) int64                  → text (n, 512), L2-normalised
 
-and keeps them in ``$HA3_ADAPTER_CACHE_DIR`` (default ``$XDG_CACHE_HOME/ha3-adapter`` or
-``~/.cache/ha3-adapter``), under a key made of everything the graphs depend on (the heads
+and keeps them in ``$HA3_ADAPTER_CACHE_DIR``, else in the folder its caller names (the
+service passes one inside its data dir, so that it writes nowhere the operator did not
+configure), else in ``$XDG_CACHE_HOME/ha3-adapter`` or ``~/.cache/ha3-adapter`` (bench and
+training scripts), under a key made of everything the graphs depend on (the heads
 file's bytes, the backbone, this module's format version, torch's version), so a retrained
 head or a new torch exports afresh and nothing stale is ever run. Torch stays for training
 and is the fallback when ONNX Runtime is missing or an export fails.
@@ -37,10 +39,12 @@ OPSET = 17
 _EXPORT_LOCK = threading.Lock()
 
 
-def cache_dir() -> Path:
+def cache_dir(configured: Path | None = None) -> Path:
     """Where exported graphs live: never inside the package or the repository."""
     if os.environ.get("HA3_ADAPTER_CACHE_DIR"):
         return Path(os.environ["HA3_ADAPTER_CACHE_DIR"])
+    if configured is not None:
+        return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "ha3-adapter"
 
@@ -175,10 +179,11 @@ def tokenizer(max_length: int):
 class OnnxTowers:
     """A starter model's two exported towers, run by ONNX Runtime."""
 
-    def __init__(self, heads, heads_bytes: bytes, backbone_name: str, image_size: int, max_text_length: int):
+    def __init__(self, heads, heads_bytes: bytes, backbone_name: str, image_size: int, max_text_length: int,
+                 cache: Path | None = None):
         from adapter.embed import starter
 
-        root = cache_dir() / "starter-onnx"
+        root = cache_dir(cache) / "starter-onnx"
         key = cache_key(heads_bytes, backbone_name, str(image_size))
         image_path = root / f"image-{key}.onnx"
         text_path = root / f"text-{key}.onnx"
