@@ -21,11 +21,14 @@ import secrets
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from PIL import Image
 
 from adapter.errors import ConfigError, ImageError
+
+if TYPE_CHECKING:  # the demo opens a Runtime only when it runs
+    from adapter.runtime import Runtime
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
 DEMO_SCHEMA = MAPPINGS_DIR / "image_search_oss.json"
@@ -202,7 +205,7 @@ def write_source(data_dir: Path, photos: list[DemoPhoto], bucket: Path, table: s
     return path
 
 
-def ensure_table(runtime: Any, bucket: Path, table: str = DEMO_TABLE) -> bool:
+def ensure_table(runtime: Runtime, bucket: Path, table: str = DEMO_TABLE) -> bool:
     """Create the demo table unless it exists; True when created now."""
     if table in runtime.engine.list_tables():
         return False
@@ -211,14 +214,14 @@ def ensure_table(runtime: Any, bucket: Path, table: str = DEMO_TABLE) -> bool:
     return True
 
 
-def missing_photos(runtime: Any, photos: list[DemoPhoto], table: str = DEMO_TABLE) -> list[DemoPhoto]:
+def missing_photos(runtime: Runtime, photos: list[DemoPhoto], table: str = DEMO_TABLE) -> list[DemoPhoto]:
     """Photos whose key the table lacks (what a second run still has to ingest)."""
     present = {hit.pk for hit in runtime.engine.get(table, [p.pk for p in photos], output_fields=[])}
     present |= {int(pk) for pk in present if isinstance(pk, str) and pk.isdigit()}
     return [p for p in photos if p.pk not in present]
 
 
-def ingest_photos(runtime: Any, photos: list[DemoPhoto], bucket: Path, *, table: str = DEMO_TABLE,
+def ingest_photos(runtime: Runtime, photos: list[DemoPhoto], bucket: Path, *, table: str = DEMO_TABLE,
                   on_batch: Callable[[int], None] = lambda n: None) -> tuple[int, list[str]]:
     """Copy photos into the bucket and push their keys as HA3 ``add`` commands in small
     batches (the service reads and embeds each image); (written, failure lines)."""
@@ -372,7 +375,7 @@ def display_path(path: Path) -> Path:
         return path
 
 
-def demo_app(runtime: Any, user: str, password: str) -> Any:
+def demo_app(runtime: Runtime, user: str, password: str) -> Any:
     """The service's app, with the banner's login already verified: scrypt (about 50 ms) is
     paid once per credential, and would otherwise be paid by the first query a user pastes."""
     from adapter.server.app import create_app

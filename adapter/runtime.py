@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from pathlib import Path
-from typing import Any
-
 import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from adapter.config import Settings
+from adapter.embed.base import Embedder
 from adapter.errors import ConfigError, QueryError, SchemaError
+from adapter.ingest.parts import IngestParts
+from adapter.ingest.tasks import TaskRegistry
+from adapter.plan.engine import Engine
 from adapter.schema.model import ObjectStoreSpec, TableSpec
 from adapter.schema.parse import parse_schema
 from adapter.sources.access import AccessRules
+
+if TYPE_CHECKING:  # the server sets metrics; the runtime does not depend on it
+    from adapter.server.observe import Metrics
 
 
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,127}")
@@ -109,27 +117,30 @@ class SecretStore:
         return spec.model_copy(update={"fields": fields})
 
 
+@dataclass
 class Runtime:
     """Engine + embedding service + secrets + task registry + settings."""
 
-    def __init__(self, engine: Any, embedder: Any, secrets: SecretStore, tasks: Any, settings: Any):
-        self.engine = engine
-        self.embedder = embedder
-        self.secrets = secrets
-        self.tasks = tasks
-        self.settings = settings
-        # The folders, endpoints and keys clients may make the service use (sources/access.py).
-        self.access = AccessRules.from_settings(settings) if hasattr(settings, "state_dir") \
-            else AccessRules.unrestricted()
+    engine: Engine
+    embedder: Embedder | None
+    secrets: SecretStore
+    tasks: TaskRegistry
+    settings: Settings
+    # The folders, endpoints and keys clients may make the service use (sources/access.py).
+    access: AccessRules = field(init=False)
+    # Request counters; the server sets them when it serves this runtime (adapter.server.app).
+    metrics: "Metrics | None" = None
+
+    def __post_init__(self) -> None:
+        self.access = AccessRules.from_settings(self.settings)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Runtime":
+    def from_settings(cls, settings: Settings) -> "Runtime":
         from adapter.embed.registry import ModelRegistry
         from adapter.embed.service import EmbeddingService
         from adapter.engines.factory import open_engine
         from adapter.ingest.journal import discard_stale_journals
         from adapter.ingest.service_pipeline import ingest_dir
-        from adapter.ingest.tasks import TaskRegistry
 
         engine = open_engine(settings.engine)
         state = settings.state_dir
@@ -139,6 +150,11 @@ class Runtime:
         # Journals whose rebuild switched just before a crash: their pushes are all live.
         discard_stale_journals(engine, ingest_dir(state))
         return cls(engine, EmbeddingService(registry), SecretStore(state), TaskRegistry(), settings)
+
+    def ingest_parts(self) -> IngestParts:
+        """What push and rebuild use: this service's engine, embedder, rules, keys and journals."""
+        return IngestParts(self.engine, self.embedder, access=self.access, secrets=self.secrets,
+                           state_dir=Path(self.settings.state_dir))
 
     # -- tables ------------------------------------------------------------------------
     def create_table(self, name: str, schema_json: str | bytes | dict) -> TableSpec:
@@ -206,15 +222,15 @@ class Runtime:
     def _check_model(self, spec: TableSpec) -> None:
         if spec.embedding is None or self.embedder is None:
             return
-        registry = getattr(self.embedder, "registry", None)
-        names = registry.names() if registry is not None and hasattr(registry, "names") else None
+        registry = getattr(self.embedder, "registry", None)  # EmbeddingService's; test doubles have none
+        names = registry.names() if registry is not None else None
         if names is not None and spec.embedding.model not in names:
             raise SchemaError(f"vector_model '{spec.embedding.model}' is not configured on this "
                               f"service (configured: {', '.join(sorted(names)) or 'none'})",
                               f"$.fields[{spec.vector_field}].user_defined_param.vector_model")
 
     def close(self) -> None:
-        for part in (self.embedder, self.engine):
-            close = getattr(part, "close", None)
-            if close:
-                close()
+        self.engine.close()
+        close_embedder = getattr(self.embedder, "close", None)  # the Embedder protocol has no close
+        if close_embedder is not None:
+            close_embedder()

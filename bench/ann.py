@@ -47,9 +47,9 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 from adapter.engines.embedded import EmbeddedEngine
-from adapter.query.plan import Compare, SearchParams, SearchPlan
+from adapter.plan.tree import Compare, SearchParams, SearchPlan
 from adapter.schema.model import (
     FieldSpec, FieldType, HnswParams, QcParams, TableSpec, VectorIndexSpec, VectorIndexType,
 )

@@ -13,7 +13,7 @@ For each dataset sample:
   process, so it does not share our GIL), into the embedded engine (faiss + SQLite), with
   keys written the seed's way ("/Test image/<file>").
 Prints images/s for each and the ratio end-to-end / encoder-only (target >= 0.85), plus
-peak resident memory. Model: the starter model when the registry has it (branch models),
+peak resident memory. Model: the registry's default (the starter model) when it loads,
 else the tiny random CLIP (then the encoder is so cheap that I/O dominates: say so).
 """
 
@@ -35,12 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from adapter.ingest.pipeline import PipelineConfig  # noqa: E402
-from adapter.ingest.rebuild import IngestParts, rebuild  # noqa: E402
-
-
-def datasets_dir() -> Path:
-    here = ROOT.parent / "shared" / "datasets"
-    return here if here.is_dir() else Path("/work/shared/datasets")
+from adapter.datasets import datasets_dir  # noqa: E402
+from adapter.ingest.parts import IngestParts  # noqa: E402
+from adapter.ingest.rebuild import rebuild  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -54,9 +51,8 @@ def free_port() -> int:
 
 
 class Lite0StandIn:
-    """Compute stand-in for the starter model's image tower (used until branch models lands):
-    the real pretrained EfficientNet-Lite0 backbone (ImageNet) + a fixed random projection to
-    512-d. Same decode, preprocessing and forward-pass cost as the starter; the vectors carry
+    """Compute stand-in for the starter model's image tower: the real pretrained
+    EfficientNet-Lite0 backbone (ImageNet) + a fixed random projection to 512-d. Same decode, preprocessing and forward-pass cost as the starter; the vectors carry
     no text alignment, which throughput does not care about."""
 
     name, dimension, normalized, batch_size, draft_size = "lite0-standin", 512, True, 32, 256
@@ -117,7 +113,7 @@ def make_registry(args, workdir: Path):
     registry = ModelRegistry.from_config(None)
     if args.model_kind != "tiny":
         try:
-            registry.get(args.model or "clip")  # starter model when branch models has landed
+            registry.get(args.model or "clip")  # the starter model, when its weights are here
             return registry, args.model or "clip", f"registry default '{args.model or 'clip'}'"
         except Exception as exc:  # noqa: BLE001 - fall back to the tiny CLIP, and say why
             print(f"# starter/default model unavailable ({type(exc).__name__}: {str(exc)[:120]}); using tiny CLIP")

@@ -61,7 +61,7 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def documents(vecs: np.ndarray, start: int):
-    from adapter.engines.base import Document
+    from adapter.plan.records import Document
 
     return [Document(pk=start + i + 1, fields={"cate_id": (start + i) % 30, "vector_source_image": ""}, vector=v)
             for i, v in enumerate(vecs)]
@@ -86,7 +86,7 @@ def filtered_recall(engines: dict, table: str, vecs: np.ndarray, queries: np.nda
     (OpenSearch picks exact or filtered graph search itself) and the embedded engine's own
     strategy; recall@10 against a numpy brute force over the matching documents, and q/s
     against each engine's unfiltered query, at 10%, 1% and 0.1% of the table."""
-    from adapter.query.plan import Compare, SearchParams, SearchPlan
+    from adapter.plan.tree import Compare, SearchParams, SearchPlan
 
     n = len(vecs)
     params = SearchParams(ef_search=ef)
@@ -128,7 +128,7 @@ def main() -> None:
     from adapter.engines.embedded import EmbeddedEngine
     from adapter.engines.opensearch import OpenSearchEngine
     from adapter.engines.opensearch_transport import FastJSONSerializer
-    from adapter.query.plan import SearchParams, SearchPlan
+    from adapter.plan.tree import SearchParams, SearchPlan
 
     tmp = Path(tempfile.mkdtemp(prefix="ha3-bench-os-"))
     table = f"bench_{os.getpid()}"

@@ -28,7 +28,7 @@ FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
 def parse_filter(text: str | None):
-    from adapter.query.plan import Compare
+    from adapter.plan.tree import Compare
 
     if not text:
         return None
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
     import faiss
 
     from adapter.engines.embedded import EmbeddedEngine
-    from adapter.query.plan import SearchParams, SearchPlan
+    from adapter.plan.tree import SearchParams, SearchPlan
     from adapter.schema.model import VectorIndexType
     from bench.ann import build_engine_table, make_data, make_spec
 

@@ -122,7 +122,7 @@ def cpu_model() -> str:
 
 
 def build_table(tmp: Path, docs: int, index_type: str) -> None:
-    from adapter.engines.base import Document
+    from adapter.plan.records import Document
     from adapter.engines.embedded import EmbeddedEngine
 
     schema = json.loads((ROOT / "mappings" / "image_search_base64.json").read_text())

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 from adapter.engines.embedded import EmbeddedEngine
-from adapter.query.plan import SearchPlan
+from adapter.plan.tree import SearchPlan
 from adapter.schema.model import (
     FieldSpec, FieldType, HnswParams, QcParams, TableSpec, VectorIndexSpec, VectorIndexType,
 )

@@ -42,7 +42,7 @@ from bench.query import cpu_model, pct  # noqa: E402
 def run_target(label: str, url: str, shards: int, replicas: int, vecs: np.ndarray, queries: np.ndarray,
                batch: int, n_queries: int) -> dict:
     from adapter.engines.opensearch import OpenSearchEngine
-    from adapter.query.plan import SearchPlan
+    from adapter.plan.tree import SearchPlan
 
     table = f"scale_{os.getpid()}_{shards}_{replicas}"
     engine = OpenSearchEngine(url=url, table_shards={table: (shards, replicas)})

@@ -18,18 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adapter.engines.base import WriteFailure, WriteResult
+from adapter.datasets import datasets_dir
+from adapter.plan.records import WriteFailure, WriteResult
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-if not DATASETS.is_dir():
-    DATASETS = Path("/work/shared/datasets")
+DATASETS = datasets_dir() or Path("/work/shared/datasets")  # absent: photo_paths skips
 
 S3_KEY = "AKIAIOSFODNN7EXAMPLE"
 S3_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-
-
-def datasets_dir() -> Path:
-    return DATASETS
 
 
 def photo_paths(subset: str, count: int) -> list[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 
 DIM = 8
 N = 150

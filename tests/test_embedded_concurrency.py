@@ -13,13 +13,13 @@ import threading
 import numpy as np
 import pytest
 
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 from adapter.engines.docstore import DocStore
 from adapter.engines.embedded import EmbeddedEngine
 from adapter.engines.faissindex import VectorIndex
 from adapter.engines.generation import Generation
 from adapter.engines.rwlock import RWLock
-from adapter.query.plan import SearchParams, SearchPlan
+from adapter.plan.tree import SearchParams, SearchPlan
 from adapter.schema.model import VectorIndexType
 from test_engines import make_docs, make_spec, readers_searching
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapter.engines import knn as knn_module
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 from adapter.engines.embedded import EmbeddedEngine
-from adapter.query.plan import And, Compare, FetchPlan, InList, Not, Or, SearchParams, SearchPlan
+from adapter.plan.tree import And, Compare, FetchPlan, InList, Not, Or, SearchParams, SearchPlan
 from adapter.schema.model import (
     DistanceType, FieldSpec, FieldType, HnswParams, QcParams, TableSpec, VectorIndexSpec, VectorIndexType,
 )

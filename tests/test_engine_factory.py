@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from adapter.engines.base import Engine
+from adapter.plan.engine import Engine
 from adapter.engines.embedded import EmbeddedEngine
 from adapter.engines.factory import EngineConfig, open_engine
 from adapter.engines.opensearch import OpenSearchEngine

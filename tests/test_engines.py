@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from _opensearch_support import require_opensearch
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 from adapter.errors import ConflictError, NotFoundError, QueryError
-from adapter.query.plan import (
+from adapter.plan.tree import (
     AggFunc, AggregatePlan, And, Compare, FetchPlan, InList, Not, Or, RANK, SearchParams, SearchPlan, SortKey,
 )
 from adapter.schema.model import (

@@ -11,7 +11,7 @@ import yaml
 
 from adapter.errors import NotFoundError
 from adapter.ingest.push import apply_push
-from adapter.ingest.rebuild import IngestParts
+from adapter.ingest.parts import IngestParts
 from adapter.ingest.tasks import TaskRegistry
 from adapter.schema import load_schema_file, parse_schema
 from adapter.sources.objectstore import open_store
@@ -151,7 +151,7 @@ def test_push_object_store_credentials_from_runtime_secrets(engine, embedder, s3
         return ObjectStoreSpec(endpoint=endpoint, bucket=bucket, access_key_id=SecretStr(S3_KEY),
                                access_key_secret=SecretStr(S3_SECRET))
 
-    runtime = SimpleNamespace(engine=engine, embedder=embedder, secrets=SimpleNamespace(object_store=object_store))
+    runtime = IngestParts(engine, embedder, secrets=SimpleNamespace(object_store=object_store))
     report = apply_push(runtime, "secret_oss", [
         {"cmd": "add", "fields": {"id": 9, "cate_id": 1, "vector_source_image": "/Test image/a b.png"}}])
     assert report.added == 1 and report.failed == 0

@@ -16,7 +16,8 @@ import pytest
 from adapter.errors import ConfigError
 from adapter.ingest.pipeline import PipelineConfig
 from adapter.ingest.push import apply_push
-from adapter.ingest.rebuild import IngestParts, RebuildCancelled, rebuild, sample_size
+from adapter.ingest.parts import IngestParts
+from adapter.ingest.rebuild import RebuildCancelled, rebuild, sample_size
 from ingest_fixtures import (CORRUPT_JPEG, S3_KEY, S3_SECRET, CountingEmbedder, RejectingEngine, b64,  # noqa: F401
                              embedder, engine, fault_hook, no_retry_sleep, photo_paths, png_bytes, s3_bucket,
                              s3_server, tiny_registry)
@@ -379,7 +380,7 @@ def test_api_rebuild_uses_schema_store_and_runtime_secrets(tmp_path, s3_bucket, 
     pipeline = _pipeline(tmp_path, rows, schema=str(tmp_path / "schema.json"), image={"kind": "auto"})
     secrets = SimpleNamespace(object_store=lambda table, field=None: ObjectStoreSpec(
         endpoint=endpoint, bucket=bucket, access_key_id=SecretStr(S3_KEY), access_key_secret=SecretStr(S3_SECRET)))
-    runtime = SimpleNamespace(engine=engine, embedder=embedder, secrets=secrets)
+    runtime = IngestParts(engine, embedder, secrets=secrets)
     report = rebuild(runtime, pipeline, progress="none")
     assert (report.read, report.indexed, report.failed) == (1, 1, 0)
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from opensearchpy import Connection
 
-from adapter.engines.base import Document
+from adapter.plan.records import Document
 from adapter.engines.opensearch import OpenSearchEngine, from_proxima, to_proxima
 from adapter.errors import ConflictError, EngineError, NotFoundError, QueryError
-from adapter.query.plan import (
+from adapter.plan.tree import (
     AggFunc, AggregatePlan, And, Compare, FetchPlan, InList, Not, Or, SearchParams, SearchPlan, SortKey,
 )
 from adapter.schema.model import DistanceType, TableSpec, VectorIndexType

@@ -43,7 +43,7 @@ def vec_text(q) -> str:
 def run(d: Data, query: str, embedder=None):
     q = parse_ha_query(query)
     plan, opts = plan_ha_query(q, d.engine)
-    result = execute(plan, d.engine, embedder, None, distinct=opts.distinct, aggregates=opts.aggregates)
+    result = execute(plan, d.engine, embedder)
     return result, opts
 
 

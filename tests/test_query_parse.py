@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from adapter.query.haquery import (decode_base64, decode_raw_query_string, ha_query_from_url_query, parse_filter,
                                    parse_ha_query)
-from adapter.query.plan import RANK, And, Compare, InList, Not, Or, SortKey
+from adapter.plan.tree import RANK, And, Compare, InList, Not, Or, SortKey
 
 SEED_CONSOLE = ("vector:'5pGp5omY6L2mJuWktOeblA==&modal=text&n=10&search_params={}'"
                 "&&kvpairs=formula:proxima_score(vector)&&sort=+RANK")

@@ -184,7 +184,7 @@ def test_text_of_query_string():
 
 
 def test_rrf_helper():
-    from adapter.engines.base import Hit
+    from adapter.plan.records import Hit
     fused = fuse_rrf([[Hit(1, 0.1), Hit(2, 0.2)], [Hit(2, 0.5)]], k=1)
     assert {h.pk: h.score for h in fused} == pytest.approx({1: 0.5, 2: 1 / 3 + 0.5})
 

@@ -21,7 +21,7 @@ import json, sys, tempfile
 import numpy as np
 from adapter.engines.embedded import EmbeddedEngine
 from adapter.ingest.push import apply_push
-from adapter.ingest.rebuild import IngestParts
+from adapter.ingest.parts import IngestParts
 from adapter.schema import parse_schema
 
 schema = json.loads(sys.argv[1])

@@ -125,12 +125,12 @@ def test_table_create_push_query_round_trip(client):
 
 
 def test_push_data_source_name_rules(client):
-    from adapter.server.routes_push import resolve_table
+    from adapter.server.routes_push import table_for_data_source
 
     engine = client.runtime.engine
-    assert resolve_table(engine, "images") == "images"
-    assert resolve_table(engine, "images_datasource") == "images"
-    assert resolve_table(engine, "ha3-cn-abc_images") == "images"
+    assert table_for_data_source(engine, "images") == "images"
+    assert table_for_data_source(engine, "images_datasource") == "images"
+    assert table_for_data_source(engine, "ha3-cn-abc_images") == "images"
     r = client.post("/update/nosuch/actions/bulk", headers=basic(ADMIN), json=push_body(1))
     assert r.status_code == 404 and r.json()["status"] == "FAIL"
     r = client.post("/update/images/actions/bulk", headers={**basic(ADMIN), "X-Opensearch-Swift-PK-Field": "cate_id"},

@@ -23,3 +23,17 @@ class Encoder(Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts → (n, dimension) float32, in the same space as the images."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What ingest and queries embed with (``EmbeddingService``): models named per call."""
+
+    def embed_images(self, model: str, images: Sequence[bytes]) -> list:
+        """One float32 vector or ImageError per image, in order."""
+
+    def embed_texts(self, model: str, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_text(self, model: str, text: str) -> np.ndarray: ...
+
+    def embed_image(self, model: str, data: bytes) -> np.ndarray: ...

@@ -16,15 +16,13 @@ slightly from a full-size decode, which is fine for retrieval).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import re
 import warnings
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from adapter import base64text
 from adapter.errors import ImageError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -37,7 +35,6 @@ MAX_ASPECT_RATIO = 32
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 _WHITE = (255, 255, 255)
-_DATA_URL = re.compile(r"^\s*data:[\w/+.\-]*(;[\w=\-]+)*;base64,", re.IGNORECASE)
 
 
 def decode_image(
@@ -95,24 +92,11 @@ def decode_base64_image(text: str | bytes, **limits) -> Image.Image:
 
 
 def decode_base64(text: str | bytes) -> bytes:
-    """The raw bytes of a Base64 image string; ImageError if it is not valid Base64."""
-    if isinstance(text, (bytes, bytearray)):
-        try:
-            text = bytes(text).decode("ascii")
-        except UnicodeDecodeError:
-            raise ImageError("Base64 image contains non-ASCII bytes") from None
-    if not isinstance(text, str):
-        raise ImageError(f"Base64 image must be a string, got {type(text).__name__}")
-    text = _DATA_URL.sub("", text, count=1)
-    text = "".join(text.split())  # line-wrapped Base64 (MIME) is common in tables
-    if not text:
-        raise ImageError("Base64 image is empty")
-    altchars = b"-_" if ("-" in text or "_" in text) else None
-    text = text.rstrip("=")
-    text += "=" * (-len(text) % 4)
+    """The raw bytes of a Base64 image string (adapter.base64text's rule); ImageError if it is
+    not valid Base64."""
     try:
-        return base64.b64decode(text, altchars=altchars, validate=True)
-    except (binascii.Error, ValueError) as exc:
+        return base64text.decode_base64(text)
+    except base64text.Base64Error as exc:
         raise ImageError(f"invalid Base64 image: {exc}") from None
 
 

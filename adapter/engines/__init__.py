@@ -1,1 +1,1 @@
-"""Storage and search engines behind one protocol (engines.base.Engine)."""
+"""Storage and search engines behind one protocol (adapter.plan.engine.Engine)."""

@@ -2,53 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from adapter.engines.base import Document
-from adapter.schema.model import FieldSpec, FieldType, TableSpec
-from adapter.vectors import FLOAT32_MAX, to_vector
+from adapter.plan.records import Document
+from adapter.schema.model import TableSpec
+from adapter.values import stored_scalar, stored_value
+from adapter.vectors import to_vector
 
 
-INT64_RANGE = (-(2**63), 2**63 - 1)  # what both engines store (SQLite INTEGER, OpenSearch long)
-
-
-def scalar_value(field: FieldSpec, value: Any) -> Any:
-    """One value in the field's type; ValueError naming the field if impossible (a value out
-    of the type's range included: SQLite cannot bind it, OpenSearch would reject it)."""
-    if isinstance(value, (list, tuple, dict)):
-        raise ValueError(f"field '{field.name}' expects one {field.type.value} value, got {type(value).__name__}")
-    try:
-        if field.type.is_integer:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            number = int(value)
-            low, high = field.type.int_range
-            if not max(low, INT64_RANGE[0]) <= number <= min(high, INT64_RANGE[1]):
-                raise ValueError
-            return number
-        if field.type.is_numeric:
-            number = float(value)
-            limit = FLOAT32_MAX if field.type is FieldType.FLOAT else math.inf
-            if not math.isfinite(number) or abs(number) > limit:
-                raise ValueError
-            return number
-    except (TypeError, ValueError, OverflowError):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
-        raise ValueError(f"field '{field.name}' expects {field.type.value}, got {shown}") from None
-    return str(value)
-
-
-def field_value(field: FieldSpec, value: Any) -> Any:
-    """A document value: scalar, or a list for multi-value fields (a string splits on HA3's \\x1d)."""
-    if value is None:
-        return None
-    if field.multi_value:
-        items = value.split("\x1d") if isinstance(value, str) else list(value)
-        return [scalar_value(field, v) for v in items]
-    return scalar_value(field, value)
 
 
 def vector_value(spec: TableSpec, vector: Any) -> np.ndarray:
@@ -71,10 +34,10 @@ def normalize_document(spec: TableSpec, doc: Document) -> tuple[Any, dict[str, A
     raw_pk = doc.pk if doc.pk is not None else doc.fields.get(spec.primary_key)
     if raw_pk is None:
         raise ValueError(f"primary key '{spec.primary_key}' is missing")
-    pk = scalar_value(pk_field, raw_pk)
+    pk = stored_scalar(pk_field, raw_pk)
     unknown = [k for k in doc.fields if spec.field(k) is None]
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}")
-    values = {f.name: (pk if f.name == spec.primary_key else field_value(f, doc.fields.get(f.name)))
+    values = {f.name: (pk if f.name == spec.primary_key else stored_value(f, doc.fields.get(f.name)))
               for f in spec.attribute_fields}
     return pk, values, vector_value(spec, doc.vector)

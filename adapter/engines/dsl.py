@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter.engines.sqlfilter import attribute_field, coerce_value
+from adapter.engines.sqlfilter import attribute_field
 from adapter.errors import QueryError
-from adapter.query.plan import And, Compare, FilterExpr, InList, Not, Or
+from adapter.plan.tree import And, Compare, FilterExpr, InList, Not, Or
 from adapter.schema.model import TableSpec
+from adapter.values import literal_value
 
 RANGE_OPS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 
@@ -21,7 +22,7 @@ RANGE_OPS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 def filter_dsl(spec: TableSpec, expr: FilterExpr) -> dict[str, Any]:
     if isinstance(expr, Compare):
         field = attribute_field(spec, expr.field)
-        value = coerce_value(field, expr.value, f"filter.{expr.field}")
+        value = literal_value(field, expr.value, f"filter.{expr.field}")
         if expr.op == "=":
             return {"term": {field.name: value}}
         if expr.op == "!=":
@@ -30,7 +31,7 @@ def filter_dsl(spec: TableSpec, expr: FilterExpr) -> dict[str, Any]:
         return {"range": {field.name: {RANGE_OPS[expr.op]: value}}}
     if isinstance(expr, InList):
         field = attribute_field(spec, expr.field)
-        values = [coerce_value(field, v, f"filter.{expr.field}") for v in expr.values]
+        values = [literal_value(field, v, f"filter.{expr.field}") for v in expr.values]
         terms = {"terms": {field.name: values}}
         if not expr.negate:
             return terms

@@ -33,8 +33,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
-from adapter.engines.documents import normalize_document, scalar_value
+from adapter.plan.records import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
+from adapter.engines.documents import normalize_document
 from adapter.engines.faissindex import Selection, VectorIndex
 from adapter.engines.generation import Generation
 from adapter.engines.knn import search_vector
@@ -44,8 +44,9 @@ from adapter.engines.results import (
 )
 from adapter.engines.sqlfilter import SqlFilter, attribute_field, quote_ident
 from adapter.errors import ConflictError, NotFoundError, QueryError, SchemaError
-from adapter.query.plan import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
+from adapter.plan.tree import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
 from adapter.schema.model import TableSpec
+from adapter.values import stored_scalar
 
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}$")
 
@@ -218,7 +219,7 @@ class EmbeddedEngine:
         keys = []
         for pk in pks:
             try:
-                keys.append(scalar_value(pk_field, pk))
+                keys.append(stored_scalar(pk_field, pk))
             except ValueError as exc:
                 result.failures.append(WriteFailure(pk, str(exc)))
         if keys:
@@ -254,7 +255,7 @@ class EmbeddedEngine:
             keys = []
             for pk in pks:
                 try:
-                    keys.append(scalar_value(pk_field, pk))
+                    keys.append(stored_scalar(pk_field, pk))
                 except ValueError:
                     continue  # a key that cannot exist is simply missing
             rows = gen.docs.rows_by_pk(keys, fields, include_vector or wants_vector)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from adapter.engines.base import Engine
+from adapter.plan.engine import Engine
 from adapter.errors import ConfigError
 
 

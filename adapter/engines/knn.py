@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from adapter.engines.faissindex import Selection, VectorIndex
-from adapter.query.plan import SearchParams
+from adapter.plan.tree import SearchParams
 
 # Exact search over m vectors costs about m / EXACT_ROWS_PER_EF_UNIT as much as an HNSW walk at
 # efSearch 1 costs per unit of ef: on 50k x 512-d clustered vectors, one thread, an exact scan of

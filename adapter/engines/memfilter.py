@@ -14,9 +14,10 @@ import operator
 import numpy as np
 
 from adapter.engines.rowtable import RowTable
-from adapter.engines.sqlfilter import attribute_field, coerce_value
-from adapter.query.plan import And, Compare, FilterExpr, InList, Not, Or
+from adapter.engines.sqlfilter import attribute_field
+from adapter.plan.tree import And, Compare, FilterExpr, InList, Not, Or
 from adapter.schema.model import TableSpec
+from adapter.values import literal_value
 
 COMPARE = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt,
            "<=": operator.le, ">=": operator.ge}
@@ -38,7 +39,7 @@ def filter_mask(spec: TableSpec, rows: RowTable, expr: FilterExpr) -> np.ndarray
 
 def _values(spec: TableSpec, field_name: str, raw: list, where: str) -> list:
     field = attribute_field(spec, field_name)
-    values = [coerce_value(field, v, where) for v in raw]
+    values = [literal_value(field, v, where) for v in raw]
     if field.type.is_integer and not all(isinstance(v, int) and INT64_MIN <= v <= INT64_MAX for v in values):
         raise NotInMemory  # int column vs 5.5 or 2**70: SQLite compares exactly, numpy might not
     return values

@@ -46,8 +46,8 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from adapter.engines.base import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
-from adapter.engines.documents import normalize_document, scalar_value
+from adapter.plan.records import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
+from adapter.engines.documents import normalize_document
 from adapter.engines.dsl import filter_dsl
 from adapter.engines.results import (
     merge_vectors, passes_threshold, sort_keys_fn, validate_output_fields, validate_search, validate_sort,
@@ -59,9 +59,10 @@ from adapter.engines.opensearch_transport import (
 from adapter.errors import (
     ConfigError, ConflictError, EngineError, EngineUnavailableError, NotFoundError, QueryError, SchemaError,
 )
-from adapter.query.plan import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
+from adapter.plan.tree import RANK, AggregatePlan, FetchPlan, FilterExpr, SearchPlan
 from adapter.schema.model import DistanceType, TableSpec, VectorIndexType
 from adapter.schema.opensearch import META_KEY, SPACE_TYPES, KnnLibrary, translate
+from adapter.values import stored_scalar
 
 try:
     from opensearchpy import OpenSearch
@@ -308,7 +309,7 @@ class OpenSearchEngine:
         actions = []
         for pk in pks:
             try:
-                key = scalar_value(pk_field, pk)
+                key = stored_scalar(pk_field, pk)
             except ValueError as exc:
                 result.failures.append(WriteFailure(pk, str(exc)))
                 continue
@@ -419,7 +420,7 @@ class OpenSearchEngine:
         keys = []
         for pk in pks:
             try:
-                keys.append(scalar_value(pk_field, pk))
+                keys.append(stored_scalar(pk_field, pk))
             except ValueError:
                 continue
         if not keys:
@@ -446,7 +447,7 @@ class OpenSearchEngine:
         source = doc.get("_source") or {}
         if spec.primary_key in source:
             return source[spec.primary_key]
-        return scalar_value(spec.field(spec.primary_key), doc["_id"])
+        return stored_scalar(spec.field(spec.primary_key), doc["_id"])
 
     def _hit(self, spec: TableSpec, doc: dict, fields: list[str], with_vector: bool, score: float | None) -> Hit:
         source = doc.get("_source") or {}

@@ -17,7 +17,7 @@ import numpy as np
 
 from adapter.engines.sqlfilter import attribute_field
 from adapter.errors import QueryError
-from adapter.query.plan import RANK, SearchPlan, SortKey
+from adapter.plan.tree import RANK, SearchPlan, SortKey
 from adapter.schema.model import TableSpec
 from adapter.vectors import MAX_NORM, vectors_problem
 
@@ -45,10 +45,6 @@ def passes_threshold(score: float, threshold: float | None, higher_is_better: bo
     if threshold is None:
         return True
     return score >= threshold if higher_is_better else score <= threshold
-
-
-def relevance_order(scores: dict[Any, float], higher_is_better: bool) -> list[Any]:
-    return sorted(scores, key=lambda key: -scores[key] if higher_is_better else scores[key])
 
 
 def sort_keys_fn(sort: Sequence[SortKey], higher_is_better: bool,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter.engines.documents import INT64_RANGE
 from adapter.errors import QueryError
-from adapter.query.plan import And, Compare, FilterExpr, InList, Not, Or
+from adapter.plan.tree import And, Compare, FilterExpr, InList, Not, Or
 from adapter.schema.model import FieldSpec, FieldType, TableSpec
+from adapter.values import literal_value
 
 
 def quote_ident(name: str) -> str:
@@ -29,26 +29,6 @@ def attribute_field(spec: TableSpec, name: str, what: str = "filter") -> FieldSp
     return field
 
 
-def coerce_value(field: FieldSpec, value: Any, where: str) -> Any:
-    """A query literal in the field's type (``"5"`` against INT64 → 5); QueryError if impossible
-    (a number SQLite cannot bind included)."""
-    try:
-        if field.type.is_integer:
-            if isinstance(value, float) and not value.is_integer():
-                return value  # 5.5 against an int column: compare numerically, no truncation
-            number = int(value) if not isinstance(value, str) else int(float(value)) if "." in value else int(value)
-            if not INT64_RANGE[0] <= number <= INT64_RANGE[1]:
-                raise QueryError(f"value {number} is out of range for field '{field.name}' ({field.type.value})",
-                                 location=where)
-            return number
-        if field.type.is_numeric:
-            return float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise QueryError(f"value {value!r} is not a number, but field '{field.name}' is {field.type.value}",
-                         location=where) from None
-    return str(value)
-
-
 class SqlFilter:
     """Compiles one filter tree; ``sql`` and ``params`` are ready for ``WHERE``."""
 
@@ -60,7 +40,7 @@ class SqlFilter:
     def _compile(self, expr: FilterExpr) -> str:
         if isinstance(expr, Compare):
             field = attribute_field(self.spec, expr.field)
-            value = coerce_value(field, expr.value, f"filter.{expr.field}")
+            value = literal_value(field, expr.value, f"filter.{expr.field}")
             if field.multi_value:
                 if expr.op == "!=":
                     return self._any(field, "= ?", [value], negate=True)
@@ -71,7 +51,7 @@ class SqlFilter:
             field = attribute_field(self.spec, expr.field)
             if not expr.values:  # notin(nothing): every document that has the field
                 return f"{quote_ident(field.name)} IS NOT NULL" if expr.negate else "0"
-            values = [coerce_value(field, v, f"filter.{expr.field}") for v in expr.values]
+            values = [literal_value(field, v, f"filter.{expr.field}") for v in expr.values]
             marks = ", ".join("?" for _ in values)
             if field.multi_value:
                 return self._any(field, f"IN ({marks})", values, negate=expr.negate)

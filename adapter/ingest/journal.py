@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from adapter.engines.base import Document
+from adapter.plan.engine import Engine
+from adapter.plan.records import Document
 from adapter.errors import NotFoundError
 
 log = logging.getLogger("adapter.ingest")
@@ -86,7 +87,7 @@ class Journal:
 
     # -- replay -------------------------------------------------------------------------
 
-    def replay(self, engine: Any, generation: str) -> int:
+    def replay(self, engine: Engine, generation: str) -> int:
         """Apply every recorded operation, in order, to ``generation``. Returns how many."""
         if not self.path.exists():
             return 0
@@ -178,14 +179,14 @@ def close_journal(table: str, journal: Journal) -> None:
             del _active[table]
 
 
-def has_pending_generation(engine: Any, table: str) -> bool:
+def has_pending_generation(engine: Engine, table: str) -> bool:
     try:
         return any(not g.get("live") for g in engine.generations(table))
     except NotFoundError:
         return False
 
 
-def discard_if_stale(engine: Any, table: str, path: Path) -> bool:
+def discard_if_stale(engine: Engine, table: str, path: Path) -> bool:
     """Drop ``table``'s journal when no rebuild is pending (its records are all live)."""
     if not path.exists() or has_pending_generation(engine, table):
         return False
@@ -196,7 +197,7 @@ def discard_if_stale(engine: Any, table: str, path: Path) -> bool:
     return True
 
 
-def discard_stale_journals(engine: Any, ingest_dir: Path) -> list[str]:
+def discard_stale_journals(engine: Engine, ingest_dir: Path) -> list[str]:
     """At service start: drop every stale journal in ``ingest_dir``; returns their tables."""
     dropped = []
     for path in sorted(Path(ingest_dir).glob(f"*{SUFFIX}")):

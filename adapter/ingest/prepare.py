@@ -10,13 +10,15 @@ Every way a record can fail ends as a ``Failure(pk, reason, message)``; nothing 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from adapter.engines.base import Document
+from adapter.embed.base import Embedder
+from adapter.base64text import is_data_url
+from adapter.embed.images import decode_base64
+from adapter.plan.records import Document
 from adapter.errors import AdapterError, ImageError
 from adapter.schema.model import TableSpec
 from adapter.sources.objectstore import ObjectStore, ObjectStoreError
@@ -31,7 +33,6 @@ REASONS = (
 )
 
 ImageKind = Literal["auto", "object_store", "base64", "vector"]
-_DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
 
 
 @dataclass
@@ -83,12 +84,6 @@ def parse_vector(value: Any, dimension: int, delimiter: str = ",") -> np.ndarray
     return to_vector(items, dimension)
 
 
-def decode_base64_image(value: str) -> bytes:
-    from adapter.embed.images import decode_base64
-
-    return decode_base64(value)
-
-
 class RecordPreparer:
     """Turns raw records into Prepared items for one table. Thread-safe (no mutable state)."""
 
@@ -129,14 +124,14 @@ class RecordPreparer:
         if not isinstance(value, str) or not value.strip():
             return item.fail("missing_image", f"source field '{self.source_field}' is empty")
         use_store = self.image_kind == "object_store" or (self.image_kind == "auto" and self.source_is_path
-                                                          and not _DATA_URL.match(value))
+                                                          and not is_data_url(value))
         try:
             if use_store:
                 if self.store is None:
                     return item.fail("store_error", "no object store configured for an object path")
                 item.image = self.store.get(value)
             else:
-                item.image = decode_base64_image(value)
+                item.image = decode_base64(value)
                 # A Base64 image is not an attribute worth storing twice (HA3 drops it too).
                 item.fields.pop(self.source_field, None)
         except ObjectStoreError as exc:
@@ -170,20 +165,20 @@ def _present(value: Any) -> bool:
     return True
 
 
-def takes_decoded(embedder: Any) -> bool:
+def takes_decoded(embedder: Embedder | None) -> bool:
     """Should decoding run in our fetch pool? Only for embedders taking decoded images; the
     EmbeddingService decodes bytes in its own pool, overlapped with the model (and with its
     JPEG draft-decoding fast path), so it gets bytes."""
     return callable(getattr(embedder, "embed_pil_images", None))
 
 
-def _encode(embedder: Any, model: str, batch: Sequence[Prepared]) -> list[Any]:
+def _encode(embedder: Embedder | None, model: str, batch: Sequence[Prepared]) -> list[Any]:
     if batch[0].picture is None:
         return list(embedder.embed_images(model, [it.image for it in batch]))
     return list(embedder.embed_pil_images(model, [it.picture for it in batch]))
 
 
-def embed_prepared(items: Sequence[Prepared], embedder: Any, model: str, dimension: int,
+def embed_prepared(items: Sequence[Prepared], embedder: Embedder | None, model: str, dimension: int,
                    batch_size: int = 32) -> None:
     """Fill ``vector`` for every item that has an image, in batches; failures in place."""
     pending = [it for it in items if it.failure is None and it.vector is None

@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from adapter.errors import AccessError, AdapterError, SourceError
+from adapter.ingest.image_stores import push_store
 from adapter.ingest.journal import Journal, journal_file, pending_journal
-from adapter.ingest.service_pipeline import ingest_dir
+from adapter.ingest.parts import IngestParts, PartsSource, parts_of
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
                                     to_document)
-from adapter.ingest.rebuild import parts_of
+from adapter.ingest.service_pipeline import ingest_dir
+from adapter.plan.engine import Engine
 from adapter.schema.model import TableSpec
-from adapter.sources.access import AccessRules, UnavailableStore, open_table_store
-from adapter.sources.objectstore import AccessDeniedError, ObjectStore, ObjectStoreError
+from adapter.sources.objectstore import ObjectStore
+from adapter.values import source_value
 
 SUPPORTED_COMMANDS = ("add", "delete")
 
@@ -56,56 +57,18 @@ class PushReport:
                 "failures": [f.to_dict() for f in self.failures]}
 
 
-def stored_credentials(runtime: Any, table: str, field: str) -> Any:
-    """The runtime's SecretStore entry for a table's oss field (``secrets.object_store``), or None."""
-    getter = getattr(getattr(runtime, "secrets", None), "object_store", None)
-    if not callable(getter):
-        return None
-    try:
-        try:
-            return getter(table, field)
-        except TypeError:
-            return getter(table)
-    except (AdapterError, KeyError):
-        return None
-
-
-def access_rules(runtime: Any) -> AccessRules:
-    """The service's rules; a bare engine+embedder pair (CLI, tests) is the operator's own."""
-    rules = getattr(runtime, "access", None)
-    return rules if isinstance(rules, AccessRules) else AccessRules.unrestricted()
-
-
-def resolve_store(runtime: Any, table: str, spec: TableSpec) -> ObjectStore | None:
-    """The object store for a table's oss source field, with the keys stored for it.
-
-    A store that may not be opened (a folder or endpoint outside the operator's rules,
-    keys stored for another place) fails each document that needs it, with the reason."""
-    source = spec.source_field
-    if source is None or source.object_store is None:
-        return None
-    try:
-        return open_table_store(access_rules(runtime), schema=source.object_store,
-                                stored=stored_credentials(runtime, table, source.name),
-                                where=f"$.fields[{source.name}].user_defined_param")
-    except AccessError as exc:
-        return UnavailableStore(AccessDeniedError(exc.message, exc.location))
-    except SourceError as exc:
-        return UnavailableStore(ObjectStoreError(exc.message, exc.location))
-
-
-def apply_push(runtime: Any, table: str, commands: Sequence[Any], *, pk_field: str | None = None,
+def apply_push(source: PartsSource, table: str, commands: Sequence[Any], *, pk_field: str | None = None,
                store: ObjectStore | None = None, concurrency: int = 8, embed_batch_size: int = 32) -> PushReport:
     """Apply HA3 push commands in order. Per-document failures are in the report; a missing
     table raises NotFoundError (the whole request is wrong, not one document)."""
-    parts = parts_of(runtime)
+    parts = parts_of(source)
     engine, embedder = parts.engine, parts.embedder
     spec = engine.get_spec(table)
     pk_name = pk_field or spec.primary_key
     if store is None:
-        store = resolve_store(runtime, table, spec)
+        store = push_store(parts, spec)
     preparer = RecordPreparer(spec, store=store, image_kind="auto", decode=takes_decoded(embedder))
-    model = model_name(spec, getattr(runtime, "model_overrides", None))
+    model = model_name(spec)
     report = PushReport(table)
 
     # Split into runs of adds and deletes so that order across commands is kept.
@@ -125,13 +88,13 @@ def apply_push(runtime: Any, table: str, commands: Sequence[Any], *, pk_field: s
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push-fetch") as pool:
         for cmd, items in runs:
             if cmd == "delete":
-                _apply_deletes(runtime, engine, table, [f[pk_name] for _, f in items], report)
+                _apply_deletes(parts, table, [f[pk_name] for _, f in items], report)
             else:
                 if pk_name != spec.primary_key:
                     items = [(i, {**f, spec.primary_key: f[pk_name]}) for i, f in items]
                 prepared = list(pool.map(lambda pair: preparer.prepare(pair[1], pair[0]), items))
                 embed_prepared(prepared, embedder, model, spec.dimension, embed_batch_size)
-                _apply_adds(runtime, engine, table, prepared, report)
+                _apply_adds(parts, table, prepared, report)
     return report
 
 
@@ -149,25 +112,21 @@ def _check_command(command: Any, index: int, pk_name: str, spec: TableSpec) -> t
         return Failure(None, "bad_record", f"command [{index}]: primary key '{pk_name}' is missing", index)
     if cmd == "delete":
         try:
-            from adapter.sources.tables import coerce_value
-
-            fields = {**fields, pk_name: coerce_value(pk, spec.field(spec.primary_key))}
+            fields = {**fields, pk_name: source_value(pk, spec.field(spec.primary_key))}
         except ValueError as exc:
             return Failure(pk, "bad_record", f"command [{index}]: primary key: {exc}", index)
     return cmd, fields
 
 
-def _journal_path(runtime: Any, table: str) -> Path | None:
+def _journal_path(parts: IngestParts, table: str) -> Path | None:
     """Where an interrupted rebuild of ``table`` left its journal (service runtimes only)."""
-    settings = getattr(runtime, "settings", None)
-    state = getattr(settings, "state_dir", None)
-    return journal_file(ingest_dir(state), table) if state is not None else None
+    return journal_file(ingest_dir(parts.state_dir), table) if parts.state_dir is not None else None
 
 
-def _write(runtime: Any, table: str, record: Callable[[Journal], None], write: Callable[[], Any]) -> tuple[Any, bool]:
+def _write(parts: IngestParts, table: str, record: Callable[[Journal], None], write: Callable[[], Any]) -> tuple[Any, bool]:
     """``write()`` the live generation; first, while a rebuild of the table is pending (running
     or interrupted), ``record`` the operation in its journal, durably. (result, journaled)."""
-    path = _journal_path(runtime, table)
+    path = _journal_path(parts, table)
     while True:
         journal = pending_journal(table, path)
         if journal is None:
@@ -179,8 +138,9 @@ def _write(runtime: Any, table: str, record: Callable[[Journal], None], write: C
             return write(), True
 
 
-def _apply_deletes(runtime: Any, engine: Any, table: str, pks: list[Any], report: PushReport) -> None:
-    result, journaled = _write(runtime, table, lambda journal: journal.record_deletes(pks),
+def _apply_deletes(parts: IngestParts, table: str, pks: list[Any], report: PushReport) -> None:
+    engine: Engine = parts.engine
+    result, journaled = _write(parts, table, lambda journal: journal.record_deletes(pks),
                                lambda: engine.delete(table, pks))
     report.journaled |= journaled
     failed = {str(f.pk) for f in result.failures}
@@ -188,14 +148,15 @@ def _apply_deletes(runtime: Any, engine: Any, table: str, pks: list[Any], report
     report.deleted += sum(1 for pk in pks if str(pk) not in failed)
 
 
-def _apply_adds(runtime: Any, engine: Any, table: str, prepared: list[Prepared], report: PushReport) -> None:
+def _apply_adds(parts: IngestParts, table: str, prepared: list[Prepared], report: PushReport) -> None:
+    engine: Engine = parts.engine
     ok = [item for item in prepared if item.failure is None]
     report.failures.extend(item.failure for item in prepared if item.failure is not None)
     if not ok:
         return
     docs = [to_document(item) for item in ok]
     # Documents the engine rejects are journaled too: replay rejects them the same way.
-    result, journaled = _write(runtime, table, lambda journal: journal.record_upserts(docs),
+    result, journaled = _write(parts, table, lambda journal: journal.record_upserts(docs),
                                lambda: engine.upsert(table, docs))
     report.journaled |= journaled
     rejected = {str(f.pk): f.reason for f in result.failures}

@@ -37,14 +37,16 @@ from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
+from adapter.plan.engine import Engine
+from adapter.embed.base import Embedder
 from adapter.errors import AdapterError, ConfigError, ConflictError, NotFoundError
+from adapter.ingest.image_stores import open_image_store
 from adapter.ingest.journal import close_journal, discard_if_stale, open_journal
+from adapter.ingest.parts import IngestParts, PartsSource, parts_of
 from adapter.ingest.pipeline import PipelineConfig
 from adapter.ingest.prepare import (Failure, Prepared, RecordPreparer, embed_prepared, model_name, takes_decoded,
                                     to_document)
 from adapter.schema.model import TableSpec
-from adapter.sources.access import open_table_store
-from adapter.sources.objectstore import ObjectStore
 from adapter.sources.tables import Row, count_rows, read_table
 
 log = logging.getLogger("adapter.ingest")
@@ -123,23 +125,6 @@ class Checkpoint:
         os.replace(tmp, path)  # atomic: a crash leaves the old or the new checkpoint
 
 
-@dataclass
-class IngestParts:
-    """What a rebuild needs from the service runtime."""
-
-    engine: Any
-    embedder: Any
-
-
-def parts_of(runtime: Any) -> IngestParts:
-    if isinstance(runtime, IngestParts):
-        return runtime
-    if isinstance(runtime, tuple):
-        return IngestParts(*runtime)
-    embedder = getattr(runtime, "embedder", None) or getattr(runtime, "embedding", None)
-    return IngestParts(runtime.engine, embedder)
-
-
 def parts_from_pipeline(pipeline: PipelineConfig) -> IngestParts:
     """Engine and embedder for a CLI rebuild, from the pipeline's engine/models sections."""
     from adapter.embed.registry import ModelRegistry
@@ -156,27 +141,6 @@ def parts_from_pipeline(pipeline: PipelineConfig) -> IngestParts:
     cache = Path(section.data_dir) / "model-cache" if section.data_dir else None
     registry = ModelRegistry.from_config(pipeline.models_config, cache_dir=cache)
     return IngestParts(open_engine(config), EmbeddingService(registry))
-
-
-def open_image_store(pipeline: PipelineConfig, spec: TableSpec, runtime: Any = None) -> ObjectStore | None:
-    """The store for the source field: the pipeline's object_store over the schema's oss
-    params, under the service's access rules and with the keys stored for the table when
-    the service runs the rebuild (adapter.sources.access)."""
-    from adapter.ingest.push import access_rules, stored_credentials
-
-    image = pipeline.source.image
-    source = spec.source_field
-    if image.kind in ("base64", "vector"):
-        return None
-    schema_store = source.object_store if source is not None else None
-    if image.object_store is None and schema_store is None:
-        if image.kind == "object_store":
-            raise ConfigError("image kind object_store needs source.image.object_store or an oss source field",
-                              "$.source.image.object_store")
-        return None
-    stored = stored_credentials(runtime, pipeline.table, source.name) if source is not None and runtime else None
-    return open_table_store(access_rules(runtime), schema=schema_store, stored=stored, pipeline=image.object_store,
-                            where="$.source.image.object_store")
 
 
 # --------------------------------------------------------------------------- progress
@@ -248,7 +212,7 @@ class Progress:
 _END = object()
 
 
-def embedded_batches(rows: Iterable[Row], preparer: RecordPreparer, embedder: Any, model: str, dimension: int, *,
+def embedded_batches(rows: Iterable[Row], preparer: RecordPreparer, embedder: Embedder | None, model: str, dimension: int, *,
                      batch_size: int, embed_batch_size: int, concurrency: int, queue_depth: int,
                      cache: dict[int, Prepared] | None = None,
                      stop: threading.Event | None = None) -> Iterator[tuple[list[Row], list[Prepared]]]:
@@ -328,7 +292,7 @@ _running: set[str] = set()
 _running_lock = threading.Lock()
 
 
-def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "auto", *,
+def rebuild(runtime: PartsSource, pipeline: PipelineConfig, progress: ProgressArg = "auto", *,
             stop: threading.Event | None = None) -> IngestReport:
     """Rebuild ``pipeline.table`` from its source into a new generation, then switch to it.
 
@@ -344,7 +308,7 @@ def rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg = "aut
             _running.discard(pipeline.table)
 
 
-def _rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg,
+def _rebuild(runtime: PartsSource, pipeline: PipelineConfig, progress: ProgressArg,
              stop: threading.Event | None) -> IngestReport:
     parts = parts_of(runtime)
     engine, embedder = parts.engine, parts.embedder
@@ -353,7 +317,7 @@ def _rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg,
                           "POST /update/{table}/actions/bulk)", "$.source.table")
     spec = pipeline.load_spec()
     table = pipeline.table
-    store = open_image_store(pipeline, spec, runtime)
+    store = open_image_store(pipeline, spec, parts)
     preparer = RecordPreparer(spec, store=store, image_kind=pipeline.source.image.kind,
                               columns=pipeline.source.table.columns, decode=takes_decoded(embedder))
     model = model_name(spec, pipeline.models, pipeline.model)
@@ -427,7 +391,7 @@ def _rebuild(runtime: Any, pipeline: PipelineConfig, progress: ProgressArg,
     return report
 
 
-def watch(runtime: Any, pipeline: PipelineConfig, *, interval_s: float = 60.0, progress: ProgressArg = "auto",
+def watch(runtime: PartsSource, pipeline: PipelineConfig, *, interval_s: float = 60.0, progress: ProgressArg = "auto",
           stop: threading.Event | None = None, on_report: Callable[[IngestReport], None] | None = None) -> int:
     """Automatic reindexing: rebuild now, then again whenever the table's files (or the set
     of partition files a glob matches) change. Returns the number of rebuilds when stopped."""
@@ -450,7 +414,7 @@ def watch(runtime: Any, pipeline: PipelineConfig, *, interval_s: float = 60.0, p
     return rebuilds
 
 
-def abort_rebuild(runtime: Any, pipeline: PipelineConfig) -> None:
+def abort_rebuild(runtime: PartsSource, pipeline: PipelineConfig) -> None:
     """Throw away an interrupted rebuild: its generation, checkpoint and journal (the live
     generation holds every push, so the journal has nothing left to give)."""
     engine = parts_of(runtime).engine
@@ -464,7 +428,7 @@ def abort_rebuild(runtime: Any, pipeline: PipelineConfig) -> None:
     discard_if_stale(engine, pipeline.table, pipeline.journal_path())
 
 
-def _resume(engine: Any, pipeline: PipelineConfig, path: Path) -> tuple[Checkpoint | None, str | None]:
+def _resume(engine: Engine, pipeline: PipelineConfig, path: Path) -> tuple[Checkpoint | None, str | None]:
     """(the checkpoint to resume, or None; a pending generation to abort once a new one
     exists: the checkpoint is from another pipeline or schema)."""
     ckpt = Checkpoint.load(path)
@@ -482,14 +446,14 @@ def _resume(engine: Any, pipeline: PipelineConfig, path: Path) -> tuple[Checkpoi
     return ckpt, None
 
 
-def _abort_quietly(engine: Any, table: str, generation: str) -> None:
+def _abort_quietly(engine: Engine, table: str, generation: str) -> None:
     try:
         engine.abort_generation(table, generation)
     except AdapterError:
         pass
 
 
-def _train(engine: Any, pipeline: PipelineConfig, spec: TableSpec, preparer: RecordPreparer, embedder: Any,
+def _train(engine: Engine, pipeline: PipelineConfig, spec: TableSpec, preparer: RecordPreparer, embedder: Embedder | None,
            model: str, total: int, generation: str, knobs: dict) -> dict[int, Prepared]:
     """Embed a random sample, train the generation's IVF on it; keep the sample for reuse."""
     size = sample_size(spec, total, pipeline.train_sample_max)
@@ -509,7 +473,7 @@ def _train(engine: Any, pipeline: PipelineConfig, spec: TableSpec, preparer: Rec
     return cache
 
 
-def _write_batches(engine: Any, pipeline: PipelineConfig, preparer: RecordPreparer, embedder: Any, model: str,
+def _write_batches(engine: Engine, pipeline: PipelineConfig, preparer: RecordPreparer, embedder: Embedder | None, model: str,
                    spec: TableSpec, ckpt: Checkpoint, ckpt_path: Path, report_path: Path, report: IngestReport,
                    reporter: Progress, cache: dict[int, Prepared], knobs: dict) -> None:
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")

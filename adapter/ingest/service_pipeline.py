@@ -20,13 +20,16 @@ from __future__ import annotations
 import glob
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from adapter.errors import ConfigError, NotFoundError, QueryError
 from adapter.ingest.pipeline import PipelineConfig
 from adapter.sources.access import AccessRules
+
+if TYPE_CHECKING:  # the runtime imports this module's ingest_dir when it opens
+    from adapter.runtime import Runtime
 
 PIPELINE_DIR = "pipelines"
 INGEST_DIR = "ingest"  # checkpoints, reports and journals of the service's rebuilds
@@ -64,7 +67,7 @@ def requested_name(table: str, body: dict[str, Any]) -> str:
     return name
 
 
-def load_service_pipeline(runtime: Any, table: str, name: str) -> PipelineConfig:
+def load_service_pipeline(runtime: Runtime, table: str, name: str) -> PipelineConfig:
     """The named pipeline, for ``table``, with the service's own locations, checked against
     the service's access rules. 404 for an unknown name, 400/403 for what it may not do."""
     state = Path(runtime.settings.state_dir)

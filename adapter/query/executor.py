@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from adapter.engines.base import Hit, SearchResult
-from adapter.errors import EmbedError, QueryError
-from adapter.query.haquery import AggregateClause, DistinctClause
-from adapter.query.plan import SearchPlan
+from adapter.embed.base import Embedder
+from adapter.plan.engine import Engine
+from adapter.plan.records import Hit, SearchResult
+from adapter.plan.tree import Distinct, Facet, SearchPlan
+from adapter.query.embedding import embed_content
 
 
 @dataclass
@@ -31,44 +30,28 @@ class ExecutedResult(SearchResult):
     facets: list[dict[str, Any]] = field(default_factory=list)
 
 
-def embed_plan(plan: SearchPlan, engine: Any, embedder: Any, model: str | None) -> SearchPlan:
+def embed_plan(plan: SearchPlan, engine: Engine, embedder: Embedder | None) -> SearchPlan:
     """Return a copy of ``plan`` whose ``vectors`` hold the embedded content."""
     if not plan.needs_embedding():
         return plan
-    spec = engine.get_spec(plan.table)
-    model = model or (spec.embedding.model if spec.embedding else None)
-    if not model:
-        raise QueryError(f"table {plan.table!r} has no vector model to embed {plan.modal} content", "modal")
-    if plan.modal == "image":
-        vec = embedder.embed_image(model, plan.content)
-    else:
-        try:
-            text = plan.content.decode("utf-8")
-        except UnicodeDecodeError:
-            raise QueryError("text content is not UTF-8", "content") from None
-        vec = embedder.embed_text(model, text)
-    vec = np.asarray(vec, dtype=np.float32).reshape(-1)
-    if vec.shape[0] != spec.dimension:
-        raise EmbedError(f"model {model!r} returns {vec.shape[0]} dimensions, table {plan.table!r} "
-                         f"expects {spec.dimension}", "model")
+    vec = embed_content(embedder, engine.get_spec(plan.table), plan.content, plan.modal or "text", "modal")
     return plan.model_copy(update={"vectors": vec[None, :]})
 
 
-def execute(plan: SearchPlan, engine: Any, embedder: Any, model: str | None = None, *,
-            distinct: DistinctClause | None = None,
-            aggregates: list[AggregateClause] | None = None) -> ExecutedResult:
-    plan = embed_plan(plan, engine, embedder, model)
-    if distinct is None and not aggregates:
+def execute(plan: SearchPlan, engine: Engine, embedder: Embedder | None) -> ExecutedResult:
+    plan = embed_plan(plan, engine, embedder)
+    if plan.distinct is None and not plan.facets:
         r = engine.search(plan)
         return ExecutedResult(hits=r.hits, total=r.total, searched_docs=r.searched_docs)
-    full = engine.search(plan.model_copy(update={"start": 0, "hit": plan.k}))
-    hits = apply_distinct(full.hits, distinct) if distinct else list(full.hits)
-    facets = [aggregate_hits(hits, a) for a in aggregates or []]
+    # Engines see a plain top-k search; distinct and facets are this module's work.
+    full = engine.search(plan.model_copy(update={"start": 0, "hit": plan.k, "distinct": None, "facets": []}))
+    hits = apply_distinct(full.hits, plan.distinct) if plan.distinct else list(full.hits)
+    facets = [aggregate_hits(hits, f) for f in plan.facets]
     page = hits[plan.start: plan.start + plan.hit]
     return ExecutedResult(hits=page, total=len(hits), searched_docs=full.searched_docs, facets=facets)
 
 
-def apply_distinct(hits: list[Hit], d: DistinctClause) -> list[Hit]:
+def apply_distinct(hits: list[Hit], d: Distinct) -> list[Hit]:
     limit = d.count * d.times
     seen: dict[Any, int] = {}
     kept, surplus = [], []
@@ -76,11 +59,10 @@ def apply_distinct(hits: list[Hit], d: DistinctClause) -> list[Hit]:
         key = _hashable(h.fields.get(d.key))
         seen[key] = seen.get(key, 0) + 1
         (kept if seen[key] <= limit else surplus).append(h)
-    reserved = d.extra.get("reserved", "false").lower() == "true"
-    return kept + surplus if reserved else kept
+    return kept + surplus if d.reserved else kept
 
 
-def aggregate_hits(hits: list[Hit], agg: AggregateClause) -> dict[str, Any]:
+def aggregate_hits(hits: list[Hit], agg: Facet) -> dict[str, Any]:
     """HA3 facet: ``{"key": group_key, "items": [{"value": "v", "count": n, "sum": x}]}``."""
     groups: dict[Any, list[Hit]] = {}
     for h in hits:
@@ -107,7 +89,7 @@ def aggregate_hits(hits: list[Hit], agg: AggregateClause) -> dict[str, Any]:
         items.append((len(members), item))
     # most populous groups first, then by value (HA3 orders facet groups by count)
     items.sort(key=lambda pair: (-pair[0], pair[1]["value"]))
-    return {"key": agg.group_key, "items": [item for _, item in items[: agg.max_group]]}
+    return {"key": agg.group_key, "items": [item for _, item in items[: agg.max_groups]]}
 
 
 def _numbers(v: Any) -> list[Any]:

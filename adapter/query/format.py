@@ -16,9 +16,9 @@ import math
 import xml.etree.ElementTree as ET
 from typing import Any, Iterable
 
-from adapter.engines.base import Hit, SearchResult
+from adapter.plan.records import Hit, SearchResult
 from adapter.errors import AdapterError
-from adapter.query.plan import RANK
+from adapter.plan.tree import RANK
 
 
 def _text(v: Any) -> str:

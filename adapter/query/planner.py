@@ -7,8 +7,7 @@ Index resolution rule (HA3 names a vector INDEX, not a table):
   ``cluster=general`` (HA3's default cluster, which the SDK always sends) or no cluster.
   Any other cluster is HA3's error 1001 (ERROR_CLUSTER_NAME_NOT_EXIST), not a silent
   search of everything. Exactly one match → that table; none → QueryError "unknown index";
-  several → QueryError asking for ``cluster=<table>``. A catalog without ``list_tables``
-  can only resolve by cluster.
+  several → QueryError asking for ``cluster=<table>``.
 
 Validation here (names and values that need the TableSpec): vector dimension, filter,
 sort, distinct and aggregate fields, search_params names and values.
@@ -20,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from adapter.errors import NotFoundError, QueryError
+from adapter.plan.engine import Engine
+from adapter.plan.tree import RANK, AggFunc, Distinct, Facet, SearchParams, SearchPlan, SortKey, filter_fields
 from adapter.query.haquery import MAX_N, AggregateClause, DistinctClause, HAQuery
-from adapter.query.plan import RANK, SearchParams, SearchPlan, SortKey, filter_fields
 from adapter.schema.model import TableSpec
 
 GENERAL_CLUSTER = "general"
@@ -38,8 +38,6 @@ class ResponseOptions:
     cluster: str = GENERAL_CLUSTER
     sort: list[SortKey] = field(default_factory=list)
     output_fields: list[str] | None = None  # fields to render (None: all returned)
-    distinct: DistinctClause | None = None
-    aggregates: list[AggregateClause] = field(default_factory=list)
     start: int = 0
     hit: int = 10
     trace: list[str] = field(default_factory=list)  # notes for the tracer (ignored params)
@@ -60,9 +58,9 @@ def translate_search_params(params: dict[str, Any], location: str = "search_para
     for name, value in params.items():
         where = f"{location}.{name}"
         if name in _EF_NAMES:
-            out["ef_search"] = _positive_int(value, where)
+            out["ef_search"] = _searcher_count(value, where)
         elif name in _NPROBE_NAMES:
-            out["nprobes"] = _positive_int(value, where)
+            out["nprobes"] = _searcher_count(value, where)
         elif name in _SCAN_NAMES:
             try:
                 ratio = float(value)
@@ -78,7 +76,8 @@ def translate_search_params(params: dict[str, Any], location: str = "search_para
     return SearchParams(**out), ignored
 
 
-def _positive_int(value: Any, where: str) -> int:
+def _searcher_count(value: Any, where: str) -> int:
+    """ef or nprobes: a whole number in 1..100000 (QueryError otherwise)."""
     try:
         n = int(value)
         if isinstance(value, float) and n != value:
@@ -90,7 +89,7 @@ def _positive_int(value: Any, where: str) -> int:
     return n
 
 
-def resolve_table(catalog: Any, index: str, cluster: str | None, location: str,
+def table_for_index(catalog: Engine, index: str, cluster: str | None, location: str,
                   cluster_location: str = "cluster") -> TableSpec:
     def matches(spec: TableSpec) -> bool:
         return index in (spec.vector_index.name, spec.vector_field, spec.name)
@@ -106,7 +105,7 @@ def resolve_table(catalog: Any, index: str, cluster: str | None, location: str,
             raise QueryError(f"unknown index {index!r} in table {cluster!r} "
                              f"(its vector index is {spec.vector_index.name!r})", location)
         return spec
-    names = list(catalog.list_tables()) if hasattr(catalog, "list_tables") else []
+    names = list(catalog.list_tables())
     found = [s for s in (_spec_or_none(catalog, n) for n in names) if s is not None and matches(s)]
     if not found:
         raise QueryError(f"unknown index {index!r}", location)
@@ -116,7 +115,7 @@ def resolve_table(catalog: Any, index: str, cluster: str | None, location: str,
     return found[0]
 
 
-def _spec_or_none(catalog: Any, name: str) -> TableSpec | None:
+def _spec_or_none(catalog: Engine, name: str) -> TableSpec | None:
     """A listed table that is gone by the time we ask (dropped meanwhile) is skipped."""
     try:
         return catalog.get_spec(name)
@@ -141,7 +140,7 @@ def check_dimension(spec: TableSpec, vectors: list[list[float]], location: str) 
                              f"expects {spec.dimension}", location)
 
 
-def default_sort(spec: TableSpec) -> list[SortKey]:
+def default_sort() -> list[SortKey]:
     """Best first (engine semantics: RANK ascending = relevance order)."""
     return [SortKey(field=RANK, descending=False)]
 
@@ -155,11 +154,11 @@ def engine_sort(keys: list[SortKey], spec: TableSpec) -> list[SortKey]:
     return [SortKey(field=k.field, descending=k.descending != flip) if k.field == RANK else k for k in keys]
 
 
-def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions]:
+def plan_ha_query(q: HAQuery, catalog: Engine) -> tuple[SearchPlan, ResponseOptions]:
     term = q.query
     assert term is not None  # parse_ha_query guarantees a query clause
     term_loc = f"query offset {term.offset}"
-    spec = resolve_table(catalog, term.index, q.cluster, term_loc, f"query offset {q.offsets.get('cluster', 0)}")
+    spec = table_for_index(catalog, term.index, q.cluster, term_loc, f"query offset {q.offsets.get('cluster', 0)}")
     if term.vectors:
         check_dimension(spec, term.vectors, term_loc)
     elif term.modal and spec.embedding is None:
@@ -168,7 +167,6 @@ def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions
 
     opts = ResponseOptions(format=q.config.format, fetch_summary_type=q.config.fetch_summary_type,
                            pk_field=spec.primary_key, cluster=q.cluster or GENERAL_CLUSTER,
-                           distinct=q.distinct, aggregates=q.aggregates,
                            start=q.config.start, hit=q.config.hit)
     if q.filter is not None:
         check_fields(spec, filter_fields(q.filter), "filter", f"query offset {q.offsets['filter']}")
@@ -176,7 +174,7 @@ def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions
         check_fields(spec, {k.field for k in q.sort}, "sort", f"query offset {q.offsets['sort']}", allow_rank=True)
         sort = engine_sort(q.sort, spec)
     else:
-        sort = default_sort(spec)
+        sort = default_sort()
     opts.sort = sort
     extra_fields: set[str] = set()
     if q.distinct:
@@ -205,6 +203,19 @@ def plan_ha_query(q: HAQuery, catalog: Any) -> tuple[SearchPlan, ResponseOptions
         table=spec.name, vectors=term.vectors, content=term.content, modal=term.modal, k=k,
         filter=q.filter, sort=sort, output_fields=output, score_threshold=term.sf,
         search_params=params, start=q.config.start, hit=q.config.hit,
+        distinct=plan_distinct(q.distinct) if q.distinct else None,
+        facets=[plan_facet(a) for a in q.aggregates],
     )
     return plan, opts
+
+
+def plan_distinct(clause: DistinctClause) -> Distinct:
+    """HA3's ``reserved`` option (verbatim text in the clause) as the plan's flag."""
+    return Distinct(key=clause.key, count=clause.count, times=clause.times,
+                    reserved=clause.extra.get("reserved", "false").lower() == "true")
+
+
+def plan_facet(clause: AggregateClause) -> Facet:
+    return Facet(group_key=clause.group_key, max_groups=clause.max_group,
+                 funcs=[AggFunc(func=f.func, field=f.field) for f in clause.funcs])
 

@@ -46,20 +46,31 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, Protocol
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from adapter.engines.base import Hit, SearchResult
+from adapter.embed.base import Embedder
 from adapter.errors import AdapterError, QueryError
+from adapter.plan.engine import Engine
+from adapter.plan.records import Hit, SearchResult
+from adapter.plan.tree import RANK, AggFunc, AggregatePlan, FetchPlan, SearchPlan, SortKey, filter_fields
+from adapter.query.embedding import embed_content
 from adapter.query.executor import execute
-from adapter.query.haquery import MAX_QUERY_VECTORS, parse_filter, parse_search_params_json, parse_sort
-from adapter.query.plan import RANK, AggFunc, AggregatePlan, FetchPlan, SearchPlan, SortKey, filter_fields
+from adapter.query.haquery import MAX_QUERY_VECTORS, decode_base64, parse_filter, parse_search_params_json, parse_sort
 from adapter.query.planner import (check_dimension, check_fields, default_sort, engine_sort,
                                    translate_search_params)
 from adapter.schema.model import TableSpec
 from adapter.vectors import float32_score, vectors_problem
+
+
+class Services(Protocol):
+    """What requests run on (the service's Runtime has both)."""
+
+    engine: Engine
+    embedder: Embedder | None
+
 
 MAX_TOPK = 10000
 MAX_OFFSET = 2**31 - 1  # fetch paging: far beyond any table, inside every engine's integer
@@ -244,7 +255,7 @@ def _rank_sort(spec: TableSpec, order: str | None, sort: str | None, sorts: list
         keys = [rank if k.field == RANK else k for k in keys] or [rank]
     check_fields(spec, {k.field for k in keys}, "sort", f"{path}.sort", allow_rank=True)
     # literal score order (ASC/DESC, +/-RANK) → engine relevance order
-    return engine_sort(keys, spec) if keys else default_sort(spec)
+    return engine_sort(keys, spec) if keys else default_sort()
 
 
 def _search_params(raw: str | dict[str, Any] | None, path: str):
@@ -259,7 +270,7 @@ def _check_output(spec: TableSpec, fields: list[str] | None, path: str) -> None:
         check_fields(spec, set(fields), "output", path)
 
 
-def _spec(runtime: Any, table: str) -> TableSpec:
+def _spec(runtime: Services, table: str) -> TableSpec:
     return runtime.engine.get_spec(table)
 
 
@@ -280,7 +291,7 @@ def check_work(queries: list[QueryRequest], path: str = "$", *, extra_contents: 
         raise QueryError(f"{contents} contents to embed in one request; the limit is {MAX_QUERY_CONTENTS}", path)
 
 
-def _query_vectors(req: QueryRequest, spec: TableSpec, runtime: Any, path: str) -> list[list[float]]:
+def _query_vectors(req: QueryRequest, spec: TableSpec, runtime: Services, path: str) -> list[list[float]]:
     if req.indexName and req.indexName not in (spec.vector_index.name, spec.vector_field):
         raise QueryError(f"unknown index {req.indexName!r} in table {spec.name!r}", f"{path}.indexName")
     if req.vector:
@@ -296,27 +307,16 @@ def _query_vectors(req: QueryRequest, spec: TableSpec, runtime: Any, path: str) 
     contents = req.contents or ([req.content] if req.content is not None else [])
     if not contents:
         raise QueryError("give vector, or content/contents with modal", f"{path}.vector")
-    return [embed_content(spec, runtime, c, req.modal or "text", f"{path}.content") for c in contents]
+    return [_embedded(spec, runtime, c, req.modal or "text", f"{path}.content") for c in contents]
 
 
-def embed_content(spec: TableSpec, runtime: Any, content: str, modal: str, path: str) -> list[float]:
-    """Text is plain text; an image is Base64 (standard or URL-safe, padding optional)."""
-    if spec.embedding is None:
-        raise QueryError(f"table {spec.name!r} has no built-in vector model", path)
-    if modal == "image":
-        from adapter.query.haquery import decode_base64
-        data = _located(lambda: decode_base64(content), path)
-        vec = runtime.embedder.embed_image(spec.embedding.model, data)
-    else:
-        if not content.strip():
-            raise QueryError("empty text content", path)
-        vec = runtime.embedder.embed_text(spec.embedding.model, content)
-    vec = np.asarray(vec, dtype=np.float32).reshape(-1)
-    check_dimension(spec, [vec.tolist()], path)
-    return vec.tolist()
+def _embedded(spec: TableSpec, runtime: Services, content: str, modal: str, path: str) -> list[float]:
+    """Text is plain text; an image is Base64 (adapter.base64text's rule)."""
+    data = _located(lambda: decode_base64(content), path) if modal == "image" else content
+    return embed_content(runtime.embedder, spec, data, modal, path).tolist()
 
 
-def plan_query(req: QueryRequest, runtime: Any, path: str = "$") -> SearchPlan:
+def plan_query(req: QueryRequest, runtime: Services, path: str = "$") -> SearchPlan:
     spec = _spec(runtime, req.tableName)
     if not 1 <= req.topK <= MAX_TOPK:
         raise QueryError(f"topK must be in 1..{MAX_TOPK}, got {req.topK}", f"{path}.topK")
@@ -333,8 +333,8 @@ def plan_query(req: QueryRequest, runtime: Any, path: str = "$") -> SearchPlan:
     )
 
 
-def _run(plan: SearchPlan, runtime: Any) -> SearchResult:
-    return execute(plan, runtime.engine, runtime.embedder, None)
+def _run(plan: SearchPlan, runtime: Services) -> SearchResult:
+    return execute(plan, runtime.engine, runtime.embedder)
 
 
 def _hits_envelope(result: SearchResult, output: list[str] | None, include_vector: bool, t0: float) -> dict:
@@ -345,7 +345,7 @@ def _hits_envelope(result: SearchResult, output: list[str] | None, include_vecto
 # -- endpoints -------------------------------------------------------------------------
 
 
-def handle_query(body: dict, runtime: Any) -> dict:
+def handle_query(body: dict, runtime: Services) -> dict:
     t0 = time.perf_counter()
     req = _model(QueryRequest, body)
     check_work([req])
@@ -353,7 +353,7 @@ def handle_query(body: dict, runtime: Any) -> dict:
     return _hits_envelope(_run(plan, runtime), req.outputFields or [], req.includeVector, t0)
 
 
-def handle_multi_query(body: dict, runtime: Any) -> dict:
+def handle_multi_query(body: dict, runtime: Services) -> dict:
     """All queries' vectors in one plan; the engine merges per pk with ``mode``."""
     t0 = time.perf_counter()
     req = _model(MultiQueryRequest, body)
@@ -375,7 +375,7 @@ def handle_multi_query(body: dict, runtime: Any) -> dict:
     return _hits_envelope(_run(plan, runtime), req.outputFields or [], req.includeVector, t0)
 
 
-def handle_fetch(body: dict, runtime: Any) -> dict:
+def handle_fetch(body: dict, runtime: Services) -> dict:
     t0 = time.perf_counter()
     req = _model(FetchRequest, body)
     spec = _spec(runtime, req.tableName)
@@ -416,7 +416,7 @@ def text_of_query_string(qs: str) -> str:
     return " ".join(p.strip() for p in parts if p.strip()) if parts else qs.strip()
 
 
-def handle_search(body: dict, runtime: Any) -> dict:
+def handle_search(body: dict, runtime: Services) -> dict:
     t0 = time.perf_counter()
     req = _model(SearchRequest, body)
     spec = _spec(runtime, req.tableName)
@@ -434,11 +434,11 @@ def handle_search(body: dict, runtime: Any) -> dict:
         legs.append((_run(plan, runtime), req.knn.weight if req.knn.weight is not None else 1.0))
     if req.text is not None:
         text = text_of_query_string(req.text.queryString)
-        vec = embed_content(spec, runtime, text, "text", "$.text.queryString")
+        vec = _embedded(spec, runtime, text, "text", "$.text.queryString")
         k = min(MAX_TOPK, max(depth, req.knn.topK if req.knn else 100))  # as deep as the knn leg
         plan = SearchPlan(table=spec.name, vectors=[vec], k=k,
                           filter=_filter(spec, req.text.filter, "$.text.filter"),
-                          sort=default_sort(spec), output_fields=output, start=0, hit=k)
+                          sort=default_sort(), output_fields=output, start=0, hit=k)
         legs.append((_run(plan, runtime), req.text.weight))
     if req.rank and req.rank.rrf is not None:
         k = _rank_constant(req.rank.rrf)
@@ -486,7 +486,7 @@ def fuse_rrf(legs: list[list[Hit]], k: float = 60.0) -> list[Hit]:
     return list(merged.values())
 
 
-def handle_aggregate(body: dict, runtime: Any) -> dict:
+def handle_aggregate(body: dict, runtime: Services) -> dict:
     t0 = time.perf_counter()
     req = _model(AggregateRequest, body)
     spec = _spec(runtime, req.tableName)
@@ -512,7 +512,7 @@ def handle_aggregate(body: dict, runtime: Any) -> dict:
     return envelope(rows, len(rows), time.perf_counter() - t0)
 
 
-def handle_batch_query(body: dict, runtime: Any) -> dict:
+def handle_batch_query(body: dict, runtime: Services) -> dict:
     t0 = time.perf_counter()
     if "queries" not in body and "tableName" in body:
         body = {"queries": [body]}  # the SDK's query_async posts one QueryRequest here
@@ -525,7 +525,7 @@ def handle_batch_query(body: dict, runtime: Any) -> dict:
     return envelope(out, len(out), time.perf_counter() - t0)
 
 
-def handle_stats(body: dict, runtime: Any) -> dict:
+def handle_stats(body: dict, runtime: Services) -> dict:
     t0 = time.perf_counter()
     req = _model(StatsRequest, body)
     s = runtime.engine.stats(req.tableName)
@@ -557,7 +557,7 @@ HANDLERS: dict[str, Callable[[dict, Any], dict]] = {
 }
 
 
-def handle(endpoint: str, body: dict, runtime: Any) -> dict:
+def handle(endpoint: str, body: dict, runtime: Services) -> dict:
     """Answer one vector-service request; raises AdapterError subclasses on bad input
     (render them with ``format_vector_error``)."""
     fn = HANDLERS.get(endpoint)
@@ -567,7 +567,7 @@ def handle(endpoint: str, body: dict, runtime: Any) -> dict:
     return fn(body, runtime)
 
 
-def answer(endpoint: str, body: Any, runtime: Any) -> tuple[dict[str, Any], int]:
+def answer(endpoint: str, body: Any, runtime: Services) -> tuple[dict[str, Any], int]:
     """``handle`` for the HTTP layer: (envelope, HTTP status); bad input never raises."""
     try:
         return handle(endpoint, body, runtime), 200

@@ -57,6 +57,8 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
+from dataclasses import replace
+
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -77,13 +79,12 @@ URL_PATH_ROOM = 8192  # bytes of a URL besides its query string
 
 def _served_runtime(runtime: Runtime, metrics: Metrics) -> Runtime:
     """A Runtime sharing ``runtime``'s parts, with engine and embedder timed per request."""
-    served = Runtime(
-        TimedEngine(runtime.engine, metrics.engine),
-        TimedEmbedder(runtime.embedder, metrics.embed) if runtime.embedder is not None else None,
-        runtime.secrets, runtime.tasks, runtime.settings,
+    return replace(
+        runtime,
+        engine=TimedEngine(runtime.engine, metrics.engine),
+        embedder=TimedEmbedder(runtime.embedder, metrics.embed) if runtime.embedder is not None else None,
+        metrics=metrics,
     )
-    served.metrics = metrics
-    return served
 
 
 def _data_dirs(settings) -> list:
@@ -97,11 +98,10 @@ def _data_dirs(settings) -> list:
 def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
     metrics = Metrics()
-    if runtime.tasks is not None:
-        metrics.add_task_collector(runtime.tasks)
+    metrics.add_task_collector(runtime.tasks)
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        if getattr(settings, "warm_up", False):
+        if settings.warm_up:
             await run_in_threadpool(warm_up, runtime)
         metrics.ready.set(1)
         yield

@@ -7,17 +7,27 @@ import contextvars
 import functools
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 
 from adapter import safejson
 from adapter.errors import AdapterError, PayloadTooLargeError, QueryError
+from adapter.runtime import Runtime
 
 
 class UnsupportedMediaTypeError(AdapterError):
     code = 4015
     http_status = 415
+
+
+def served_runtime(request: Request) -> Runtime:
+    """The Runtime this app serves (set once by ``create_app``)."""
+    return request.app.state.runtime
+
+
+# A route parameter ``runtime: ServedRuntime`` receives the app's Runtime.
+ServedRuntime = Annotated[Runtime, Depends(served_runtime)]
 
 
 JSON_TYPES = ("application/json", "text/json", "text/plain", "application/x-www-form-urlencoded")

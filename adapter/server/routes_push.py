@@ -10,20 +10,23 @@ table's primary key.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from adapter.errors import NotFoundError, PayloadTooLargeError, QueryError
 from adapter.server import docs
+from adapter.ingest.push import PushReport, apply_push
+from adapter.plan.engine import Engine
+from adapter.runtime import Runtime
 from adapter.server.auth import writer
-from adapter.server.common import json_body, offload
+from adapter.server.common import ServedRuntime, json_body, offload
 
 router = APIRouter(tags=["push"])
 
 
-def resolve_table(engine: Any, data_source: str) -> str:
+def table_for_data_source(engine: Engine, data_source: str) -> str:
+    """HA3 pushes name a data source (``<instance>_<table>_datasource`` and the like): the
+    table it feeds is the first of its suffixes that names a table."""
     tables = set(engine.list_tables())
     candidates = [data_source]
     for suffix in ("_datasource", "-datasource", "_data_source"):
@@ -41,30 +44,27 @@ def resolve_table(engine: Any, data_source: str) -> str:
                         f"{', '.join(sorted(tables)) or 'none'})", "path data_source")
 
 
-def _failure_items(report: Any) -> list[dict]:
+def _failure_items(report: PushReport) -> list[dict]:
     items = []
-    for f in getattr(report, "failures", []) or []:
-        d = f.to_dict() if hasattr(f, "to_dict") else dict(f)
+    for f in report.failures:
+        d = f.to_dict()
         where = f" (command {d['offset']})" if d.get("offset") is not None else ""
         items.append({"code": 4020, "message": f"document {d.get('pk')!r}{where}: {d.get('reason')}: "
                                                f"{d.get('message', '')}".rstrip(": "), **d})
     return items
 
 
-def do_push(runtime: Any, data_source: str, pk_header: str | None, commands: list) -> tuple[int, dict]:
-    from adapter.ingest.push import apply_push
-
-    table = resolve_table(runtime.engine, data_source)
+def do_push(runtime: Runtime, data_source: str, pk_header: str | None, commands: list) -> tuple[int, dict]:
+    table = table_for_data_source(runtime.engine, data_source)
     spec = runtime.engine.get_spec(table)
     if pk_header and pk_header != spec.primary_key:
         raise QueryError(f"X-Opensearch-Swift-PK-Field '{pk_header}' is not the primary key of table "
                          f"'{table}' ('{spec.primary_key}')", "header X-Opensearch-Swift-PK-Field")
-    report = apply_push(runtime, table, commands)
+    report = apply_push(runtime.ingest_parts(), table, commands)
     written, failures = int(report.written), _failure_items(report)
-    runtime_metrics = getattr(runtime, "metrics", None)
-    if runtime_metrics is not None:
-        runtime_metrics.pushed.labels(table, "ok").inc(written)
-        runtime_metrics.pushed.labels(table, "failed").inc(len(failures))
+    if runtime.metrics is not None:
+        runtime.metrics.pushed.labels(table, "ok").inc(written)
+        runtime.metrics.pushed.labels(table, "failed").inc(len(failures))
     if failures:
         # Good documents are written; the client still learns (and raises on) the bad ones.
         return 400, {"status": "FAIL", "result": False, "written": written, "errors": failures}
@@ -73,13 +73,13 @@ def do_push(runtime: Any, data_source: str, pk_header: str | None, commands: lis
 
 @router.post("/update/{data_source}/actions/bulk", summary="push documents (add / delete)",
              openapi_extra=docs.body(array_of=docs.PushCommand))
-async def push_bulk(data_source: str, request: Request, _=Depends(writer)) -> JSONResponse:
+async def push_bulk(data_source: str, request: Request, runtime: ServedRuntime, _=Depends(writer)) -> JSONResponse:
     commands = await json_body(request, expect=list)
     limit = request.app.state.settings.limits.max_push_documents
     if len(commands) > limit:
         raise PayloadTooLargeError(f"{len(commands)} commands in one push; the limit is {limit} per request",
                                    "$")
-    status, body = await offload(do_push, request.app.state.runtime, data_source,
+    status, body = await offload(do_push, runtime, data_source,
                                  request.headers.get("x-opensearch-swift-pk-field"), commands)
     body["request_id"] = request.state.request_id
     return JSONResponse(body, status_code=status)

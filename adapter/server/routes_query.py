@@ -18,14 +18,16 @@ from adapter.errors import NotFoundError, PayloadTooLargeError, QueryError
 from adapter.query.planner import GENERAL_CLUSTER
 from adapter.server import docs
 from adapter.server.auth import reader
-from adapter.server.common import json_bytes, offload, parse_json
+from adapter.plan.engine import Engine
+from adapter.runtime import Runtime
+from adapter.server.common import ServedRuntime, json_bytes, offload, parse_json
 from adapter.server.url_query import UrlQueryRoute
 
 # Query parameters decoded by yarl: GET /query carries Base64 images in its URL (url_query.py).
 router = APIRouter(tags=["HA query"], route_class=UrlQueryRoute)
 
 
-def run_ha_query(runtime: Any, text: str) -> Response:
+def run_ha_query(runtime: Runtime, text: str) -> Response:
     """Parse, plan, execute and format one HA query string (blocking). Bad queries come
     back as HA3 error bodies (XML when the config clause asked for xml) with their status."""
     from adapter.query.ha_service import answer_ha_query
@@ -55,18 +57,17 @@ def _check_len(limit: int, text: str) -> str:
 
 
 @router.get("/query", summary="HA query string (GET ?query=... or HA3's native ?config=...&&query=...)")
-async def query_get(request: Request, query: str = "", _=Depends(reader)) -> Response:
+async def query_get(request: Request, runtime: ServedRuntime, query: str = "", _=Depends(reader)) -> Response:
     # FastAPI's dependency solver decodes request.query_params for every request (cheaply, see
     # UrlQueryRoute): reuse those pairs instead of decoding a Base64 image a second time. The
     # raw query comes straight from the scope (ASCII: httptools refuses other bytes in a URL);
     # request.url would first rebuild and re-split the whole 50 KB URL.
     _check_sql(request)
     raw = request.scope["query_string"].decode("latin-1")
-    return await offload(_answer_url, raw, request.query_params.multi_items(), _limit(request),
-                         request.app.state.runtime)
+    return await offload(_answer_url, raw, request.query_params.multi_items(), _limit(request), runtime)
 
 
-def _answer_url(raw: str, pairs: list[tuple[str, str]], limit: int, runtime: Any) -> Response:
+def _answer_url(raw: str, pairs: list[tuple[str, str]], limit: int, runtime: Runtime) -> Response:
     """A URL query → HA query string → answer, in one worker-thread call."""
     from adapter.query.haquery import ha_query_from_url_query
 
@@ -77,10 +78,9 @@ def _answer_url(raw: str, pairs: list[tuple[str, str]], limit: int, runtime: Any
 
 
 @router.post("/query", summary="HA query string (POST {assemblyQuery})", openapi_extra=docs.body(docs.HAQueryBody))
-async def query_post(request: Request, _=Depends(reader)) -> Response:
+async def query_post(request: Request, runtime: ServedRuntime, _=Depends(reader)) -> Response:
     _check_sql(request)
-    return await offload(_answer_body, await json_bytes(request), _assembly_query, _limit(request),
-                         request.app.state.runtime)
+    return await offload(_answer_body, await json_bytes(request), _assembly_query, _limit(request), runtime)
 
 
 def _assembly_query(body: dict) -> str:
@@ -90,7 +90,7 @@ def _assembly_query(body: dict) -> str:
     return text
 
 
-def _answer_body(raw: bytes, to_query: Callable[[dict], str], limit: int, runtime: Any) -> Response:
+def _answer_body(raw: bytes, to_query: Callable[[dict], str], limit: int, runtime: Runtime) -> Response:
     """A JSON body → HA query string → answer, in one worker-thread call (JSON parsing and
     rendering stay off the event loop)."""
     return run_ha_query(runtime, _check_len(limit, to_query(parse_json(raw))))
@@ -99,7 +99,7 @@ def _answer_body(raw: bytes, to_query: Callable[[dict], str], limit: int, runtim
 _CLAUSES = ("config", "query", "filter", "sort", "kvpairs", "distinct", "aggregate")
 
 
-def _compose(index: str, engine: Any, body: dict) -> str:
+def _compose(index: str, engine: Engine, body: dict) -> str:
     """A ``/{index}/search`` JSON body as an HA query string (cluster: the body's, else the
     path's index when it names a table, else HA3's default cluster)."""
     text = body.get("assemblyQuery")
@@ -128,7 +128,7 @@ def _compose(index: str, engine: Any, body: dict) -> str:
     return "&&".join(parts)
 
 
-def _path_cluster(engine: Any, index: str) -> str:
+def _path_cluster(engine: Engine, index: str) -> str:
     try:
         engine.get_spec(index)
     except NotFoundError:
@@ -137,7 +137,6 @@ def _path_cluster(engine: Any, index: str) -> str:
 
 
 @router.post("/{index}/search", summary="HA query as JSON (SDK search_rest)")
-async def index_search(index: str, request: Request, _=Depends(reader)) -> Response:
-    runtime = request.app.state.runtime
+async def index_search(index: str, request: Request, runtime: ServedRuntime, _=Depends(reader)) -> Response:
     return await offload(_answer_body, await json_bytes(request), functools.partial(_compose, index, runtime.engine),
                          _limit(request), runtime)

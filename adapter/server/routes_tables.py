@@ -20,7 +20,7 @@ from adapter.errors import ConflictError, NotFoundError, QueryError
 from adapter.schema.model import TableSpec
 from adapter.server import docs
 from adapter.server.auth import reader, writer
-from adapter.server.common import json_body, offload
+from adapter.server.common import ServedRuntime, json_body, offload
 
 router = APIRouter(prefix="/openapi/ha3/instances/{instance}", tags=["tables"])
 
@@ -68,10 +68,6 @@ def _ok(request: Request, result: Any) -> dict:
     return {"requestId": request.state.request_id, "result": result}
 
 
-def _rt(request: Request):
-    return request.app.state.runtime
-
-
 def _check_instance(request: Request, instance: str) -> None:
     expected = request.app.state.settings.instance_id
     if expected not in ("*", instance):
@@ -79,16 +75,16 @@ def _check_instance(request: Request, instance: str) -> None:
 
 
 @router.get("/tables", summary="list tables")
-async def list_tables(instance: str, request: Request, _=Depends(reader)) -> dict:
+async def list_tables(instance: str, request: Request, runtime: ServedRuntime, _=Depends(reader)) -> dict:
     _check_instance(request, instance)
-    names = await offload(_rt(request).engine.list_tables)
+    names = await offload(runtime.engine.list_tables)
     return _ok(request, [{"name": n, "status": "IN_USE", "indexStatus": "IN_USE"} for n in sorted(names)])
 
 
 @router.get("/tables/{table}", summary="get a table")
-async def get_table(instance: str, table: str, request: Request, _=Depends(reader)) -> dict:
+async def get_table(instance: str, table: str, request: Request, runtime: ServedRuntime, _=Depends(reader)) -> dict:
     _check_instance(request, instance)
-    rt = _rt(request)
+    rt = runtime
 
     def work():
         spec, stats = rt.engine.get_spec(table), rt.engine.stats(table)
@@ -118,11 +114,11 @@ def _dry_run(request: Request) -> bool:
 
 
 @router.post("/tables", summary="create a table from an HA3 schema", openapi_extra=docs.body(docs.CreateTableBody))
-async def create_table(instance: str, request: Request, _=Depends(writer)) -> dict:
+async def create_table(instance: str, request: Request, runtime: ServedRuntime, _=Depends(writer)) -> dict:
     _check_instance(request, instance)
     body = await json_body(request)
     name, schema = _schema_from_body(body)
-    rt = _rt(request)
+    rt = runtime
 
     def work():
         if _dry_run(request):
@@ -137,14 +133,14 @@ async def create_table(instance: str, request: Request, _=Depends(writer)) -> di
 
 @router.put("/tables/{table}", summary="modify a table (new schema; empty tables switch at once)",
             openapi_extra=docs.body(docs.CreateTableBody))
-async def modify_table(instance: str, table: str, request: Request, _=Depends(writer)) -> dict:
+async def modify_table(instance: str, table: str, request: Request, runtime: ServedRuntime, _=Depends(writer)) -> dict:
     _check_instance(request, instance)
     body = await json_body(request)
     body.setdefault("name", table)
     name, schema = _schema_from_body(body)
     if name != table:
         raise QueryError(f"'name' {name!r} differs from the table in the path {table!r}", "$.name")
-    rt = _rt(request)
+    rt = runtime
 
     def work():
         spec = rt.parse_schema(schema, table)
@@ -165,23 +161,23 @@ async def modify_table(instance: str, table: str, request: Request, _=Depends(wr
 
 
 @router.delete("/tables/{table}", summary="delete a table")
-async def delete_table(instance: str, table: str, request: Request, _=Depends(writer)) -> dict:
+async def delete_table(instance: str, table: str, request: Request, runtime: ServedRuntime, _=Depends(writer)) -> dict:
     _check_instance(request, instance)
-    await offload(_rt(request).drop_table, table)
+    await offload(runtime.drop_table, table)
     return _ok(request, {})
 
 
 @router.get("/tables/{table}/index_versions", summary="list index generations")
-async def index_versions(instance: str, table: str, request: Request, _=Depends(reader)) -> dict:
+async def index_versions(instance: str, table: str, request: Request, runtime: ServedRuntime, _=Depends(reader)) -> dict:
     _check_instance(request, instance)
-    gens = await offload(_rt(request).engine.generations, table)
+    gens = await offload(runtime.engine.generations, table)
     return _ok(request, [_gen_view(g) for g in gens])
 
 
 @router.get("/tables/{table}/index_versions/{generation}", summary="get one index generation")
-async def index_version(instance: str, table: str, generation: str, request: Request, _=Depends(reader)) -> dict:
+async def index_version(instance: str, table: str, generation: str, request: Request, runtime: ServedRuntime, _=Depends(reader)) -> dict:
     _check_instance(request, instance)
-    gens = await offload(_rt(request).engine.generations, table)
+    gens = await offload(runtime.engine.generations, table)
     for g in gens:
         if str(g.get("generation")) == generation:
             return _ok(request, _gen_view(g))
@@ -197,36 +193,37 @@ def _gen_view(g: dict) -> dict:
 
 @router.post("/tables/{table}/reindex", summary="rebuild a table from a stored pipeline (runs as a task)",
              openapi_extra=docs.body(docs.ReindexBody))
-async def reindex(instance: str, table: str, request: Request, _=Depends(writer)) -> dict:
+async def reindex(instance: str, table: str, request: Request, runtime: ServedRuntime, _=Depends(writer)) -> dict:
     """Body ``{"pipeline": "<name>"}`` runs ``<data dir>/pipelines/<name>.json`` (default: the
     table's own name); see adapter.ingest.service_pipeline for why no inline definitions."""
     _check_instance(request, instance)
     body = await json_body(request)
-    rt = _rt(request)
+    rt = runtime
 
     def work():
-        from adapter.ingest.rebuild import open_image_store, rebuild
+        from adapter.ingest.image_stores import open_image_store
+        from adapter.ingest.rebuild import rebuild
         from adapter.ingest.service_pipeline import load_service_pipeline, requested_name
 
         rt.engine.get_spec(table)
         pipeline = load_service_pipeline(rt, table, requested_name(table, body))
-        open_image_store(pipeline, pipeline.load_spec(), rt)  # refuse a disallowed store now, not in the task
+        open_image_store(pipeline, pipeline.load_spec(), rt.ingest_parts())  # refuse a disallowed store now, not in the task
         if rt.tasks.running(table) is not None:
             raise ConflictError(f"a rebuild of '{table}' is already running", "path table")
         task = rt.tasks.create("rebuild", table)
-        rt.tasks.run_in_thread(task, lambda progress: rebuild(rt, pipeline, progress=progress))
+        rt.tasks.run_in_thread(task, lambda progress: rebuild(rt.ingest_parts(), pipeline, progress=progress))
         return task.to_dict()
 
     return _ok(request, await offload(work))
 
 
 @router.get("/tasks", summary="list tasks (rebuilds) with progress")
-async def list_tasks(instance: str, request: Request, table: str | None = None, _=Depends(reader)) -> dict:
+async def list_tasks(instance: str, request: Request, runtime: ServedRuntime, table: str | None = None, _=Depends(reader)) -> dict:
     _check_instance(request, instance)
-    return _ok(request, [t.to_dict() for t in _rt(request).tasks.list(table)])
+    return _ok(request, [t.to_dict() for t in runtime.tasks.list(table)])
 
 
 @router.get("/tasks/{task_id}", summary="one task's status")
-async def get_task(instance: str, task_id: str, request: Request, _=Depends(reader)) -> dict:
+async def get_task(instance: str, task_id: str, request: Request, runtime: ServedRuntime, _=Depends(reader)) -> dict:
     _check_instance(request, instance)
-    return _ok(request, _rt(request).tasks.get(task_id).to_dict())
+    return _ok(request, runtime.tasks.get(task_id).to_dict())

@@ -15,7 +15,8 @@ from fastapi.staticfiles import StaticFiles
 
 from adapter.server import thumbnails
 from adapter.server.auth import reader
-from adapter.server.common import add_routes, offload
+from adapter.runtime import Runtime
+from adapter.server.common import ServedRuntime, add_routes, offload
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 THUMBNAIL_MAX_AGE_S = 3600
@@ -23,18 +24,13 @@ THUMBNAIL_MAX_AGE_S = 3600
 router = APIRouter()
 
 
-def runtime_of(request: Request) -> Any:
-    return request.app.state.runtime
-
-
 @router.get("/ui/thumbnail/{table}/{pk}", tags=["ui"])
-async def thumbnail(table: str, pk: str, request: Request, size: int = 256, _=Depends(reader)) -> Response:
+async def thumbnail(table: str, pk: str, request: Request, runtime: ServedRuntime, size: int = 256,
+                    _=Depends(reader)) -> Response:
     """A resized JPEG of one document's source image (object store or Base64 field).
 
     ``private``: the image is behind auth, so shared caches must not keep it.
     """
-    runtime = runtime_of(request)
-
     def work() -> Response:
         spec = runtime.engine.get_spec(table)
         data, tag = thumbnails.read_source_image(runtime, spec, pk)
@@ -47,7 +43,7 @@ async def thumbnail(table: str, pk: str, request: Request, size: int = 256, _=De
     return await offload(work)
 
 
-def stored_pipeline(runtime: Any, table: str) -> str | None:
+def stored_pipeline(runtime: Runtime, table: str) -> str | None:
     """The name of the table's stored pipeline (``<state dir>/pipelines/<table>.json``), which
     the admin view's Rebuild button asks the reindex endpoint to run; None without one. Only
     the name: its paths, endpoints and keys are the operator's business, not a reader's."""
@@ -56,7 +52,7 @@ def stored_pipeline(runtime: Any, table: str) -> str | None:
     return table if pipeline_file(Path(runtime.settings.state_dir), table) is not None else None
 
 
-def table_summary(runtime: Any, name: str) -> dict[str, Any]:
+def table_summary(runtime: Runtime, name: str) -> dict[str, Any]:
     spec = runtime.engine.get_spec(name)
     stats = runtime.engine.stats(name)
     try:
@@ -83,9 +79,8 @@ def table_summary(runtime: Any, name: str) -> dict[str, Any]:
 
 
 @router.get("/ui/api/tables", tags=["ui"])
-async def ui_tables(request: Request, principal=Depends(reader)) -> dict[str, Any]:
+async def ui_tables(runtime: ServedRuntime, principal=Depends(reader)) -> dict[str, Any]:
     """Tables with what the page needs: index name, distance, counts, generations."""
-    runtime = runtime_of(request)
 
     def work() -> list[dict[str, Any]]:
         return [table_summary(runtime, name) for name in sorted(runtime.engine.list_tables())]
@@ -95,10 +90,9 @@ async def ui_tables(request: Request, principal=Depends(reader)) -> dict[str, An
 
 
 @router.get("/ui/api/tasks", tags=["ui"])
-async def ui_tasks(request: Request, _=Depends(reader)) -> dict[str, Any]:
+async def ui_tasks(runtime: ServedRuntime, _=Depends(reader)) -> dict[str, Any]:
     """Rebuild and push tasks, newest first (the admin view's progress bars poll this)."""
-    registry = runtime_of(request).tasks
-    tasks = [t.to_dict() for t in registry.list()] if registry is not None else []
+    tasks = [t.to_dict() for t in runtime.tasks.list()]
     tasks.sort(key=lambda t: t.get("created") or 0, reverse=True)
     return {"tasks": tasks}
 

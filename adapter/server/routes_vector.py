@@ -14,14 +14,15 @@ from fastapi.responses import JSONResponse
 
 from adapter.server import docs
 from adapter.server.auth import reader
-from adapter.server.common import json_bytes, offload, parse_json
+from adapter.runtime import Runtime
+from adapter.server.common import ServedRuntime, json_bytes, offload, parse_json
 
 router = APIRouter(tags=["vector service"])
 
 ENDPOINTS = ("query", "inference-query", "multi-query", "fetch", "search", "aggregate", "batch-query", "stats")
 
 
-def answer(endpoint: str, body: bytes, runtime) -> JSONResponse:
+def answer(endpoint: str, body: bytes, runtime: Runtime) -> JSONResponse:
     """Parse, run and render one request (blocking): the whole JSON round trip stays off the
     event loop, which other requests wait on."""
     from adapter.query.vector_service import handle
@@ -30,8 +31,8 @@ def answer(endpoint: str, body: bytes, runtime) -> JSONResponse:
 
 
 def _make(endpoint: str):
-    async def handler(request: Request, _=Depends(reader)) -> JSONResponse:
-        return await offload(answer, endpoint, await json_bytes(request), request.app.state.runtime)
+    async def handler(request: Request, runtime: ServedRuntime, _=Depends(reader)) -> JSONResponse:
+        return await offload(answer, endpoint, await json_bytes(request), runtime)
 
     handler.__name__ = "vector_" + endpoint.replace("-", "_")
     return handler

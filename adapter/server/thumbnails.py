@@ -7,16 +7,18 @@ table itself. The browser only ever sees the resized JPEG, never a bucket URL or
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 from typing import Any
 
 from PIL import Image
 
-from adapter.errors import ImageError, NotFoundError, SchemaError
+from adapter.embed.images import decode_base64
+from adapter.errors import NotFoundError, SchemaError
+from adapter.ingest.image_stores import field_store
+from adapter.runtime import Runtime
 from adapter.schema.model import FieldSpec, FieldType, TableSpec
+from adapter.sources.objectstore import ObjectStore
 
 MIN_SIZE, MAX_SIZE = 16, 1024
 
@@ -42,17 +44,7 @@ def typed_pk(spec: TableSpec, pk: str) -> Any:
         raise NotFoundError(f"no document {pk!r} in table {spec.name!r}: the primary key is a number") from None
 
 
-def decode_base64_image(text: str) -> bytes:
-    """Base64 (optionally a data: URL) to bytes; ImageError when it is not Base64."""
-    if text.startswith("data:") and "," in text:
-        text = text.split(",", 1)[1]
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ImageError("the document's image field is not valid Base64") from None
-
-
-def read_source_image(runtime: Any, spec: TableSpec, pk: str) -> tuple[bytes, str]:
+def read_source_image(runtime: Runtime, spec: TableSpec, pk: str) -> tuple[bytes, str]:
     """(image bytes, a version tag for caching) of one document's source image."""
     field = source_field(spec)
     hits = runtime.engine.get(spec.name, [typed_pk(spec, pk)], output_fields=[field.name])
@@ -71,19 +63,15 @@ def read_source_image(runtime: Any, spec: TableSpec, pk: str) -> tuple[bytes, st
             return store_for(runtime, spec, field).get(value), tag
         except MissingObjectError as exc:
             raise NotFoundError(str(exc)) from None
-    return decode_base64_image(value), tag
+    return decode_base64(value), tag  # the alphabets ingest accepted: standard or URL-safe
 
 
-def store_for(runtime: Any, spec: TableSpec, field: FieldSpec) -> Any:
+def store_for(runtime: Runtime, spec: TableSpec, field: FieldSpec) -> ObjectStore:
     """The object store behind an oss field, opened server-side under the service's access
     rules (a file:// folder inside the allowed bucket folders, an allow-listed endpoint) with
     the keys stored for exactly that endpoint and bucket; they never leave this process."""
-    from adapter.ingest.push import access_rules, stored_credentials
-    from adapter.sources.access import open_table_store
-
-    return open_table_store(access_rules(runtime), schema=field.object_store,
-                            stored=stored_credentials(runtime, spec.name, field.name),
-                            where=f"$.fields[{field.name}].user_defined_param.oss_endpoint")
+    return field_store(runtime.ingest_parts(), spec.name, field,
+                       where=f"$.fields[{field.name}].user_defined_param.oss_endpoint")
 
 
 def make_thumbnail(data: bytes, size: int) -> bytes:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any
+
+from adapter.runtime import Runtime
+from adapter.schema.model import TableSpec
 
 log = logging.getLogger("adapter.server")
 WARM_TEXT = "a photo"
 
 
-def warm_up(runtime: Any) -> list[str]:
+def warm_up(runtime: Runtime) -> list[str]:
     """A text and an image through every model an existing table uses, then one text query
     per table through the HA query path; returns the models warmed. A model that fails is
     logged and skipped: its queries fail (503), not the service's start."""
@@ -39,7 +41,7 @@ def warm_up(runtime: Any) -> list[str]:
     return loaded
 
 
-def first_query(runtime: Any, spec: Any) -> int:
+def first_query(runtime: Runtime, spec: TableSpec) -> int:
     """One text query on ``spec``'s table, as a client sends it; the HTTP status it got."""
     from adapter.query.ha_service import answer_ha_query
 

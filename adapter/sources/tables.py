@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import glob
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -30,10 +29,10 @@ from typing import Any, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapter.errors import ConfigError, SourceError
-from adapter.schema.model import FieldSpec, FieldType, TableSpec
+from adapter.schema.model import TableSpec
+from adapter.values import source_value
 
 # HA3's multi-value separator inside one string value (the push API and HA3 docs use ^]).
-MULTI_VALUE_SEPARATOR = "\x1d"
 
 
 
@@ -276,81 +275,6 @@ class RecordError(ValueError):
         self.field = field
 
 
-def coerce_value(value: Any, field: FieldSpec) -> Any:
-    """One raw value → the FieldType's Python value (list for multi_value). ValueError if not."""
-    if field.multi_value:
-        items = _split_multi(value)
-        return [_coerce_scalar(item, field.type) for item in items]
-    return _coerce_scalar(value, field.type)
-
-
-def _split_multi(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if hasattr(value, "tolist"):
-        return list(value.tolist())
-    text = str(value).strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        try:
-            parsed = json.loads(text)
-            if isinstance(parsed, list):
-                return parsed
-        except json.JSONDecodeError:
-            pass
-    separator = MULTI_VALUE_SEPARATOR if MULTI_VALUE_SEPARATOR in text else ","
-    return [part.strip() for part in text.split(separator)]
-
-
-def _shown(value: Any, limit: int = 40) -> str:
-    """A bad value as an error message quotes it: short, so that a report or task status
-    names the culprit without carrying a file's contents."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
-
-
-def _coerce_scalar(value: Any, type_: FieldType) -> Any:
-    if type_.is_integer:
-        if isinstance(value, bool):
-            raise ValueError(f"{_shown(value)} is not an integer")
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError(f"{_shown(value)} is not an integer")
-            number = int(value)
-        else:
-            text = str(value).strip()
-            try:
-                number = int(text)
-            except ValueError:
-                try:
-                    as_float = float(text)
-                except ValueError:
-                    raise ValueError(f"{_shown(value)} is not an integer") from None
-                if not as_float.is_integer():
-                    raise ValueError(f"{_shown(value)} is not an integer") from None
-                number = int(as_float)
-        low, high = type_.int_range
-        if not low <= number <= high:
-            raise ValueError(f"{number} is out of range for {type_.value}")
-        return number
-    if type_ in (FieldType.FLOAT, FieldType.DOUBLE):
-        if isinstance(value, bool):
-            raise ValueError(f"{_shown(value)} is not a number")
-        try:
-            number = float(str(value).strip()) if not isinstance(value, (int, float)) else float(value)
-        except ValueError:
-            raise ValueError(f"{_shown(value)} is not a number") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{_shown(value)} is not a finite number")
-        return number
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return value if isinstance(value, str) else str(value)
-
-
 def coerce_record(raw: dict[str, Any], spec: TableSpec, columns: dict[str, str] | None = None, *,
                   skip: set[str] | None = None) -> dict[str, Any]:
     """Raw row → ``{field: value}`` for every schema field present (vector field excluded
@@ -371,7 +295,7 @@ def coerce_record(raw: dict[str, Any], spec: TableSpec, columns: dict[str, str] 
                 raise RecordError(f"primary key '{field.name}' is empty", field.name)
             continue
         try:
-            out[field.name] = coerce_value(value, field)
+            out[field.name] = source_value(value, field)
         except ValueError as exc:
             raise RecordError(f"field '{field.name}': {exc}", field.name) from None
     if spec.primary_key not in out:

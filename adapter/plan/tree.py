@@ -1,4 +1,4 @@
-"""SearchPlan and the filter expression tree: what parsers produce and engines consume.
+"""SearchPlan, FetchPlan, AggregatePlan and the filter expression tree.
 
 Parsers (HA query strings, vector-service JSON) build these; engines compile the filter
 tree into their own language (SQL for the embedded engine, query DSL for OpenSearch). No
@@ -7,7 +7,7 @@ engine ever sees an HA3 string; no parser ever builds engine syntax.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Literal, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf
@@ -92,6 +92,36 @@ class SearchParams(BaseModel):
     exact: bool = False  # brute force regardless of index type
 
 
+class AggFunc(BaseModel):
+    func: Literal["count", "sum", "min", "max", "avg"]
+    field: str | None = None  # None only for count
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or (f"{self.func}({self.field})" if self.field else f"{self.func}()")
+
+
+class Distinct(BaseModel):
+    """Walking hits best first, keep at most ``count * times`` per value of ``key``;
+    ``reserved``: the surplus follows the kept hits instead of being dropped (HA3 distinct)."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    count: int = 1
+    times: int = 1
+    reserved: bool = False
+
+
+class Facet(BaseModel):
+    """Groups of the top-k hits by ``group_key``, with ``funcs`` per group (HA3 aggregate)."""
+
+    model_config = ConfigDict(frozen=True)
+    group_key: str
+    funcs: list[AggFunc] = Field(default_factory=lambda: [AggFunc(func="count")])
+    max_groups: int = 1000
+
+
 class SearchPlan(BaseModel):
     """One k-NN search, fully resolved except (possibly) the query content's embedding.
 
@@ -116,6 +146,9 @@ class SearchPlan(BaseModel):
     search_params: SearchParams = Field(default_factory=SearchParams)
     start: int = 0  # paging over the merged, sorted hits
     hit: int = 10
+    # Applied by the executor over the top-k hits; engines never see them set.
+    distinct: Distinct | None = None
+    facets: list[Facet] = Field(default_factory=list)
 
     def needs_embedding(self) -> bool:
         return len(self.vectors) == 0 and self.content is not None
@@ -134,28 +167,9 @@ class FetchPlan(BaseModel):
     include_vector: bool = False
 
 
-class AggFunc(BaseModel):
-    func: Literal["count", "sum", "min", "max", "avg"]
-    field: str | None = None  # None only for count
-    name: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.name or (f"{self.func}({self.field})" if self.field else f"{self.func}()")
-
-
 class AggregatePlan(BaseModel):
     table: str
     group_keys: list[str] = Field(default_factory=list)
     funcs: list[AggFunc] = Field(default_factory=lambda: [AggFunc(func="count")])
     filter: FilterExpr | None = None
     max_groups: int = 1000
-
-
-def plan_summary(plan: Any) -> dict[str, Any]:
-    """A loggable view of a plan: no vectors, no content bytes."""
-    data = plan.model_dump(exclude={"vectors", "content"}, mode="json")
-    vectors = getattr(plan, "vectors", None)
-    if vectors is not None and len(vectors):
-        data["vector_count"] = len(vectors)
-    return data

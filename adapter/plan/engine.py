@@ -12,58 +12,13 @@ at it and drops the old one. ``abort_generation`` throws a half-built one away.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from adapter.query.plan import AggregatePlan, FetchPlan, FilterExpr, SearchPlan
+from adapter.plan.records import Document, Hit, SearchResult, TableStats, WriteResult
+from adapter.plan.tree import AggregatePlan, FetchPlan, FilterExpr, SearchPlan
 from adapter.schema.model import TableSpec
-
-
-@dataclass
-class Document:
-    """One record to store: primary key, attribute values, and its vector."""
-
-    pk: Any
-    fields: dict[str, Any]  # attribute values by field name (pk included or not: engines add it)
-    vector: np.ndarray  # float32, shape (dimension,)
-
-
-@dataclass
-class Hit:
-    pk: Any
-    score: float | None  # proxima_score; None for fetches without a query vector
-    fields: dict[str, Any] = field(default_factory=dict)
-    vector: list[float] | None = None
-
-
-@dataclass
-class SearchResult:
-    hits: list[Hit]  # already merged, sorted, thresholded and paged
-    total: int  # hits before paging (HA3 totalHits)
-    searched_docs: int | None = None  # documents visible to the search, when known
-
-
-@dataclass
-class WriteFailure:
-    pk: Any
-    reason: str
-
-
-@dataclass
-class WriteResult:
-    written: int = 0
-    failures: list[WriteFailure] = field(default_factory=list)
-
-
-@dataclass
-class TableStats:
-    table: str
-    doc_count: int
-    generation: str
-    index_type: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
