@@ -143,9 +143,10 @@ class Runtime:
         from adapter.ingest.service_pipeline import ingest_dir
 
         engine = open_engine(settings.engine)
-        registry = ModelRegistry.from_config(settings.models)
         state = settings.state_dir
         state.mkdir(parents=True, exist_ok=True)
+        # Derived model files (the starters' ONNX graphs) stay inside the configured data dir.
+        registry = ModelRegistry.from_config(settings.models, cache_dir=state / "model-cache")
         # Journals whose rebuild switched just before a crash: their pushes are all live.
         discard_stale_journals(engine, ingest_dir(state))
         return cls(engine, EmbeddingService(registry), SecretStore(state), TaskRegistry(), settings)

@@ -7,6 +7,8 @@
 (a) encoder only: images/s on already decoded + preprocessed batches (the model's ceiling)
 (b) end to end: images/s from JPEG files through decode, preprocess, encode (EmbeddingService)
 b/a: how close the pipeline gets to the model's ceiling (target >= 0.9).
+Starter models run in ONNX Runtime; (a) is also measured for the same model in torch (its
+fallback) on the same pixels in the same run, and printed as a ratio.
 Text: batched encodes/s; single-query latency p50/p99 sequentially (micro-batcher path and
 direct encoder call), and queries/s with concurrent callers. Peak RSS from getrusage.
 
@@ -78,6 +80,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="decode/preprocess threads (default: cores)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--no-torch", action="store_true", help="starter models: skip the torch comparison")
     args = ap.parse_args()
 
     import torch
@@ -85,7 +88,7 @@ def main() -> None:
     reg, name, label = build_registry(args)
     svc = EmbeddingService(reg, workers=args.workers)
     enc = reg.get(name)
-    print(f"model: {label}; dim {enc.dimension}; device {getattr(enc, 'device', 'n/a')}; "
+    print(f"model: {label}; dim {enc.dimension}; device {getattr(enc, 'device', 'n/a')}; runtime {getattr(enc, 'runtime', 'n/a')}; "
           f"torch threads {torch.get_num_threads()}; decode workers {svc.workers}; cores {len(os.sched_getaffinity(0))}")
 
     root = datasets_dir()
@@ -95,6 +98,13 @@ def main() -> None:
     encode_pixels = getattr(enc, "encode_pixels", None) or getattr(enc, "encode_preprocessed", None)
     fast = callable(encode_pixels) and callable(getattr(enc, "preprocess", None))
     draft = getattr(enc, "draft_size", None) if fast else None
+
+    torch_twin = None
+    if getattr(enc, "runtime", None) == "onnx" and not args.no_torch:
+        from adapter.embed.starter import StarterEncoder
+
+        torch_twin = StarterEncoder(enc.variant, runtime="torch")
+        torch_twin.encode_preprocessed(np.stack([enc.preprocess(decode_image(sets["flickr8k-1k"][0].read_bytes()))]))
 
     # warm-up (first-call allocations, lazy init)
     svc.embed_images(name, [p.read_bytes() for p in sets["flickr8k-1k"][:8]])
@@ -124,6 +134,11 @@ def main() -> None:
         print(f"{set_name:12s} n={len(files)}  (a) encoder only {rate(len(files), a)}  "
               f"(b) end to end {rate(len(files), b)}  b/a {a / b:5.2f}  "
               f"[decode+preprocess alone, 1 thread {rate(len(files), d)}; failed {failed}]")
+        if torch_twin is not None:
+            t = _timed(lambda: [torch_twin.encode_preprocessed(pixels[i:i + args.batch_size])
+                                for i in range(0, len(pixels), args.batch_size)])
+            print(f"{'':12s} same model in torch (fallback): (a) encoder only {rate(len(files), t)}; "
+                  f"{getattr(enc, 'runtime', '?')}/torch {t / a:4.1f}x")
 
     captions = _captions(root, 256)
     svc.embed_texts(name, captions[:4])  # warm-up
@@ -155,6 +170,12 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak_mb:.0f} MB")
     svc.close()
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _captions(root: Path, n: int) -> list[str]:

@@ -13,7 +13,6 @@ we L2-normalise when the spec says ``normalize`` (default).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from adapter.embed.preprocess import ClipPreprocess
-from adapter.embed.runtime import l2_normalize
+from adapter.embed.runtime import l2_normalize, ort_session_options
 from adapter.errors import EmbedError
 
 IMAGE_FILE, TEXT_FILE = "image.onnx", "text.onnx"
@@ -54,12 +53,7 @@ class OnnxClipEncoder:
         missing = [f for f in (IMAGE_FILE, TEXT_FILE) if not (d / f).exists()]
         if missing:
             raise EmbedError(f"model '{spec.name}': ONNX directory {d} lacks {', '.join(missing)}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(os.environ.get("HA3_ADAPTER_TORCH_THREADS") or len(os.sched_getaffinity(0)))
-        opts.inter_op_num_threads = 1
-        # Idle intra-op threads sleep instead of spinning: the service's event loop, request
-        # threads and engine share these cores (bench/query.py at 16 clients: 1.5x the QPS).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts = ort_session_options()
         providers = ["CPUExecutionProvider"]
         if spec.device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

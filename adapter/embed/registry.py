@@ -73,8 +73,9 @@ DEFAULT_SPECS = {
 
 
 class ModelRegistry:
-    def __init__(self, specs: Mapping[str, ModelSpec]):
+    def __init__(self, specs: Mapping[str, ModelSpec], cache_dir: Path | None = None):
         self._specs = dict(specs)
+        self._cache_dir = cache_dir  # where encoders may keep derived files (the starters' ONNX graphs)
         self._encoders: dict[str, Encoder] = {}
         self._locks = {name: threading.Lock() for name in self._specs}
         if not any(s.hub_id for s in self._specs.values()):
@@ -84,7 +85,8 @@ class ModelRegistry:
 
     # -- construction --------------------------------------------------------------
     @classmethod
-    def from_config(cls, path: str | Path | Mapping | None = None, env: Mapping[str, str] = os.environ) -> "ModelRegistry":
+    def from_config(cls, path: str | Path | Mapping | None = None, env: Mapping[str, str] = os.environ,
+                    cache_dir: Path | None = None) -> "ModelRegistry":
         """Build from a YAML/TOML file (or an already-parsed dict), then env overrides."""
         if path is None and env.get(ENV_FILE):
             path = env[ENV_FILE]
@@ -121,7 +123,7 @@ class ModelRegistry:
                 where = ".".join(str(p) for p in err.get("loc", ()))
                 raise ConfigError(f"model '{name}': {err['msg']}",
                                   location=f"$.models.{name}" + (f".{where}" if where else "")) from None
-        return cls(specs)
+        return cls(specs, cache_dir)
 
     # -- use ----------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -141,7 +143,7 @@ class ModelRegistry:
         with self._locks[name]:
             enc = self._encoders.get(name)
             if enc is None:
-                enc = _load(spec)
+                enc = _load(spec, self._cache_dir)
                 self._encoders[name] = enc
         return enc
 
@@ -187,7 +189,7 @@ def _read_file(path: Path) -> dict:
         raise ConfigError(f"model config file {path} is not valid: {exc}") from None
 
 
-def _load(spec: ModelSpec) -> Encoder:
+def _load(spec: ModelSpec, cache_dir: Path | None = None) -> Encoder:
     if spec.kind == "hf_clip":
         from adapter.embed.clip_hf import HFClipEncoder
 
@@ -200,10 +202,10 @@ def _load(spec: ModelSpec) -> Encoder:
         from adapter.embed.clip_onnx import OnnxClipEncoder
 
         return OnnxClipEncoder.load(spec)
-    return _load_starter(spec)
+    return _load_starter(spec, cache_dir)
 
 
-def _load_starter(spec: ModelSpec) -> Encoder:
+def _load_starter(spec: ModelSpec, cache_dir: Path | None) -> Encoder:
     try:
         from adapter.embed.starter import StarterEncoder
     except ImportError as exc:
@@ -216,9 +218,7 @@ def _load_starter(spec: ModelSpec) -> Encoder:
     configure_torch_threads()
     device = pick_device(spec.device)
     try:
-        if hasattr(StarterEncoder, "load"):
-            return StarterEncoder.load(spec.variant, device=device)
-        return StarterEncoder(spec.variant, device=device)
+        return StarterEncoder(spec.variant, device=device, cache_dir=cache_dir)
     except EmbedError:
         raise
     except Exception as exc:

