@@ -36,12 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
+from adapter.engines.embedded import EmbeddedEngine
+
 try:
     from adapter.plan.records import Document
+    from adapter.plan.tree import SearchPlan
 except ImportError:  # a checkout from before adapter/plan (the comparison run above)
     from adapter.engines.base import Document
-from adapter.engines.embedded import EmbeddedEngine
-from adapter.plan.tree import SearchPlan
+    from adapter.query.plan import SearchPlan
 from adapter.schema.model import (
     FieldSpec, FieldType, HnswParams, QcParams, TableSpec, VectorIndexSpec, VectorIndexType,
 )
