@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from adapter.plan.records import Document
+from adapter.plan.records import Document, WriteFailure
 from adapter.schema.model import TableSpec
 from adapter.values import stored_scalar, stored_value
 from adapter.vectors import to_vector
@@ -41,3 +41,14 @@ def normalize_document(spec: TableSpec, doc: Document) -> tuple[Any, dict[str, A
     values = {f.name: (pk if f.name == spec.primary_key else stored_value(f, doc.fields.get(f.name)))
               for f in spec.attribute_fields}
     return pk, values, vector_value(spec, doc.vector)
+
+
+def valid_documents(spec: TableSpec, docs: Iterable[Document],
+                    failures: list[WriteFailure]) -> Iterator[tuple[Any, dict[str, Any], np.ndarray]]:
+    """normalize_document over a batch: each bad document becomes a WriteFailure naming it, and
+    the batch goes on (both engines report per document, as OpenSearch's bulk API does)."""
+    for doc in docs:
+        try:
+            yield normalize_document(spec, doc)
+        except (ValueError, TypeError) as exc:
+            failures.append(WriteFailure(doc.pk, str(exc)))

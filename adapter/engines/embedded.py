@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from adapter.plan.records import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
-from adapter.engines.documents import normalize_document
+from adapter.engines.documents import valid_documents
 from adapter.engines.faissindex import Selection, VectorIndex
 from adapter.engines.generation import Generation
 from adapter.engines.knn import search_vector
@@ -197,12 +197,7 @@ class EmbeddedEngine:
         spec = gen.spec
         result = WriteResult()
         rows: dict[Any, tuple[list[Any], np.ndarray]] = {}
-        for doc in docs:
-            try:
-                pk, values, vector = normalize_document(spec, doc)
-            except (ValueError, TypeError) as exc:
-                result.failures.append(WriteFailure(doc.pk, str(exc)))
-                continue
+        for pk, values, vector in valid_documents(spec, docs, result.failures):
             columns = [json.dumps(values.get(f.name)) if f.multi_value and values.get(f.name) is not None
                        else values.get(f.name) for f in gen.columns]
             rows.pop(pk, None)  # last write of a key in one batch wins, in batch order

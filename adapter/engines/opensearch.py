@@ -47,7 +47,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 
 from adapter.plan.records import Document, Hit, SearchResult, TableStats, WriteFailure, WriteResult
-from adapter.engines.documents import normalize_document
+from adapter.engines.documents import valid_documents
 from adapter.engines.dsl import filter_dsl
 from adapter.engines.results import (
     merge_vectors, passes_threshold, sort_keys_fn, validate_output_fields, validate_search, validate_sort,
@@ -290,12 +290,7 @@ class OpenSearchEngine:
         concrete, spec, _ = self._target(table, generation)
         result = WriteResult()
         actions: list[tuple[Any, dict, dict | None]] = []
-        for doc in docs:
-            try:
-                pk, values, vector = normalize_document(spec, doc)
-            except (ValueError, TypeError) as exc:
-                result.failures.append(WriteFailure(doc.pk, str(exc)))
-                continue
+        for pk, values, vector in valid_documents(spec, docs, result.failures):
             source = {k: v for k, v in values.items() if v is not None}
             source[spec.vector_field] = np.asarray(vector, dtype=np.float32)
             actions.append((pk, {"index": {"_index": concrete, "_id": str(pk)}}, source))
