@@ -73,7 +73,7 @@ def test_product_names_find_their_own_photos():
     """50 fashion *test* items: each product name should rank its own photo in the top 10."""
     root = data.datasets_dir()
     if root is None:
-        pytest.skip("shared datasets not found (../shared/datasets or HA3_DATASETS)")
+        pytest.skip("shared datasets not found (../shared/datasets or HA3_ADAPTER_DATASETS)")
     rows, test = data.fashion(root)
     items = [r for r in rows if r["id"] in test][:50]
     enc = starter.StarterEncoder("clip_ecom")
@@ -88,7 +88,7 @@ def test_class_prompts_match_a_recognisable_photo():
     """Zero-shot path: an ImageNet photo is closer to its own class prompt than to others."""
     root = data.datasets_dir()
     if root is None:
-        pytest.skip("shared datasets not found (../shared/datasets or HA3_DATASETS)")
+        pytest.skip("shared datasets not found (../shared/datasets or HA3_ADAPTER_DATASETS)")
     rows = data.imagenet_sample(root)[::50]  # 20 classes
     enc = starter.StarterEncoder("clip")
     zi = enc.encode_images([starter.open_image(root / "imagenet-sample" / "images" / r["image"]) for r in rows])

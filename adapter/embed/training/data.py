@@ -9,28 +9,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def datasets_dir() -> Path | None:
-    """The shared datasets: $HA3_DATASETS, ../shared/datasets beside the repo, /work/shared/datasets."""
-    candidates = []
-    if os.environ.get("HA3_DATASETS"):
-        candidates.append(Path(os.environ["HA3_DATASETS"]))
-    candidates.append(Path(__file__).resolve().parents[3].parent / "shared" / "datasets")
-    candidates.append(Path("/work/shared/datasets"))
-    for c in candidates:
-        if (c / "splits.json").is_file():
-            return c
-    return None
+from adapter.datasets import datasets_dir
 
 
 def require_datasets() -> Path:
     d = datasets_dir()
     if d is None:
-        raise FileNotFoundError("shared datasets not found (set HA3_DATASETS)")
+        raise FileNotFoundError("shared datasets not found (set HA3_ADAPTER_DATASETS)")
     return d
 
 
