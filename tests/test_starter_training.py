@@ -16,7 +16,7 @@ from adapter.embed.training import data, features, train_starter
 def root():
     r = data.datasets_dir()
     if r is None:
-        pytest.skip("shared datasets not found (../shared/datasets or HA3_DATASETS)")
+        pytest.skip("shared datasets not found (../shared/datasets or HA3_ADAPTER_DATASETS)")
     return r
 
 
