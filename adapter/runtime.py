@@ -145,8 +145,7 @@ class Runtime:
         engine = open_engine(settings.engine)
         state = settings.state_dir
         state.mkdir(parents=True, exist_ok=True)
-        # Derived model files (the starters' ONNX graphs) stay inside the configured data dir.
-        registry = ModelRegistry.from_config(settings.models, cache_dir=state / "model-cache")
+        registry = ModelRegistry.from_config(settings.models, data_dir=state)
         # Journals whose rebuild switched just before a crash: their pushes are all live.
         discard_stale_journals(engine, ingest_dir(state))
         return cls(engine, EmbeddingService(registry), SecretStore(state), TaskRegistry(), settings)
@@ -177,8 +176,8 @@ class Runtime:
         object stores inside what the operator allows (endpoint allow-list, bucket folders)."""
         spec = parse_schema(schema_json, name)
         self._check_model(spec)
-        for field, store in spec.object_store_fields().items():
-            self.access.check_store_spec(store, f"$.fields[{field}].user_defined_param.oss_endpoint")
+        for field_name, store in spec.object_store_fields().items():
+            self.access.check_store_spec(store, f"$.fields[{field_name}].user_defined_param.oss_endpoint")
         return spec
 
     def store_schema(self, name: str, schema_json: str | bytes | dict) -> None:
@@ -188,8 +187,8 @@ class Runtime:
             if "fields" not in doc and isinstance(doc.get(key), (dict, str)):
                 inner = doc[key]
                 doc = json.loads(inner) if isinstance(inner, str) else inner
-        for field in doc.get("fields", []) if isinstance(doc, dict) else []:
-            params = field.get("user_defined_param") if isinstance(field, dict) else None
+        for entry in doc.get("fields", []) if isinstance(doc, dict) else []:
+            params = entry.get("user_defined_param") if isinstance(entry, dict) else None
             if isinstance(params, dict):
                 for secret in ("oss_access_key", "oss_secret", "access_key_id", "access_key_secret"):
                     if secret in params:

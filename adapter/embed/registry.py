@@ -86,8 +86,10 @@ class ModelRegistry:
     # -- construction --------------------------------------------------------------
     @classmethod
     def from_config(cls, path: str | Path | Mapping | None = None, env: Mapping[str, str] = os.environ,
-                    cache_dir: Path | None = None) -> "ModelRegistry":
-        """Build from a YAML/TOML file (or an already-parsed dict), then env overrides."""
+                    data_dir: Path | None = None) -> "ModelRegistry":
+        """Build from a YAML/TOML file (or an already-parsed dict), then env overrides.
+        ``data_dir``: the service's own folder, where derived model files (the starters' ONNX
+        graphs) are kept under ``model-cache/``; None: the user's cache (scripts)."""
         if path is None and env.get(ENV_FILE):
             path = env[ENV_FILE]
         raw: dict[str, Any] = {}
@@ -123,7 +125,7 @@ class ModelRegistry:
                 where = ".".join(str(p) for p in err.get("loc", ()))
                 raise ConfigError(f"model '{name}': {err['msg']}",
                                   location=f"$.models.{name}" + (f".{where}" if where else "")) from None
-        return cls(specs, cache_dir)
+        return cls(specs, Path(data_dir) / "model-cache" if data_dir else None)
 
     # -- use ----------------------------------------------------------------------
     def names(self) -> list[str]:

@@ -138,8 +138,7 @@ def parts_from_pipeline(pipeline: PipelineConfig) -> IngestParts:
                           password=section.password.get_secret_value() if section.password else None,
                           verify_certs=section.verify_certs)
     # A CLI rebuild on the embedded engine keeps derived model files in its data dir, as serve does.
-    cache = Path(section.data_dir) / "model-cache" if section.data_dir else None
-    registry = ModelRegistry.from_config(pipeline.models_config, cache_dir=cache)
+    registry = ModelRegistry.from_config(pipeline.models_config, data_dir=section.data_dir)
     return IngestParts(open_engine(config), EmbeddingService(registry))
 
 
