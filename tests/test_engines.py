@@ -347,6 +347,18 @@ def test_query_vectors_as_float32_arrays_obey_the_vector_rule(box, value, proble
         box.engine.search(SearchPlan(table=name, vectors=bad, k=3))
 
 
+def test_several_query_vectors_each_within_the_norm_rule_are_searched(box):
+    """The hot path clears a float32 matrix by the sum of all its squares; rows that each pass
+    the rule but sum past it must still be searched (and one row over it still refused)."""
+    name, spec, docs, vecs = loaded(box, n=20)
+    big = vecs[:3].astype(np.float64) * (0.9e18 / np.linalg.norm(vecs[:3], axis=1, keepdims=True))
+    rows = big.astype(np.float32)  # each norm 0.9e18 (rule: <= 1e18); squares sum to 2.43e36 > 1e36
+    assert box.engine.search(SearchPlan(table=name, vectors=rows, k=3)).hits
+    rows[2] *= np.float32(1.2)  # this row's norm 1.08e18
+    with pytest.raises(QueryError, match="L2 norm"):
+        box.engine.search(SearchPlan(table=name, vectors=rows, k=3))
+
+
 def test_fetch_count_aggregate_stats(box):
     name, spec, docs, vecs = loaded(box)
     e = box.engine

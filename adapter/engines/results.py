@@ -21,7 +21,7 @@ from adapter.plan.tree import RANK, SearchPlan, SortKey
 from adapter.schema.model import TableSpec
 from adapter.vectors import MAX_NORM, vectors_problem
 
-MAX_SQUARED_NORM = np.float32(MAX_NORM * MAX_NORM)
+MAX_SQUARED_NORM = MAX_NORM * MAX_NORM  # float64, as vectors_problem compares
 
 
 def merge_vectors(per_vector: Sequence[Iterable[tuple[Any, float]]], mode: str) -> dict[Any, float]:
@@ -160,10 +160,13 @@ def query_vectors(spec: TableSpec, plan: SearchPlan) -> np.ndarray:
 
 
 def _within_rule_float32(queries: np.ndarray) -> bool:
-    """The vector rule's yes in one float32 pass, for float32 input (every search's hot path):
-    a NaN or infinite component, or a norm over MAX_NORM (whose square overflows float32 or
-    exceeds MAX_NORM^2), fails the comparison. A no goes to vectors_problem for its reason."""
+    """The vector rule's yes in one pass, for float32 input (every search's hot path): the sum
+    of all squared components, over every row, bounds each row's squared norm, so a sum within
+    MAX_NORM^2 clears them all. A NaN or infinite component makes the sum NaN or inf, which
+    fails the comparison; a no (possibly several rows that pass one by one) goes to
+    vectors_problem for the exact answer. In float64, squares of float32 values cannot overflow
+    (no warning), and one BLAS dot is cheaper than a per-row reduction."""
     if queries.dtype != np.float32:
         return False
-    squared_norms = np.einsum("ij,ij->i", queries, queries)  # einsum raises no overflow warning
-    return bool(squared_norms.max() <= MAX_SQUARED_NORM)  # NaN compares false
+    flat = queries.astype(np.float64).ravel()
+    return bool(flat @ flat <= MAX_SQUARED_NORM)  # NaN compares false
