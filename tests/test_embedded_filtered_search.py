@@ -204,6 +204,7 @@ def test_search_filters_match_exactly_what_sql_fetch_matches(small_engine, expr)
 
 
 def test_qc_probes_the_asked_lists_unfiltered_and_widens_them_by_selectivity_when_filtered(tmp_path, vectors, monkeypatch):
+    """A broad filter (members in every list, more lists than the widened probe) widens nprobes."""
     from adapter.engines.faissindex import VectorIndex
 
     engine = load(tmp_path, vectors, VectorIndexType.QC)
@@ -211,10 +212,63 @@ def test_qc_probes_the_asked_lists_unfiltered_and_widens_them_by_selectivity_whe
     real = VectorIndex.search
     monkeypatch.setattr(VectorIndex, "search", lambda self, *a, **kw: probed.append(kw["nprobes"]) or real(self, *a, **kw))
     q = vectors[7][None, :]
+    broad = SELECTIVITIES["90%"]
     engine.search(SearchPlan(table="items", vectors=q, k=K, search_params=SearchParams(nprobes=2)))
-    engine.search(SearchPlan(table="items", vectors=q, k=K, filter=SELECTIVITIES["10%"],
-                             search_params=SearchParams(nprobes=2)))
-    fraction = sum(matches(SELECTIVITIES["10%"], i) for i in range(N)) / N
+    engine.search(SearchPlan(table="items", vectors=q, k=K, filter=broad, search_params=SearchParams(nprobes=2)))
+    fraction = sum(matches(broad, i) for i in range(N)) / N
     assert probed[0] == 2
-    assert probed[1] == min(16, int(np.ceil(knn_module.IVF_WIDENING * 2 / fraction)))
+    assert probed[1] == int(np.ceil(knn_module.IVF_WIDENING * 2 / fraction)) < 16
+    engine.close()
+
+
+def _lists_and_full_probe(engine: EmbeddedEngine, vectors: np.ndarray, q: np.ndarray, mask: np.ndarray):
+    """Computed here from the faiss index itself: the lists holding the masked rows (each row's
+    nearest centroid by the table's metric), and the top-K of a probe of all 16 lists restricted to those rows."""
+    import faiss
+
+    with engine._reading("items") as gen:
+        ivf = gen.index.index
+        centroids = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), 16 * DIM).reshape(16, DIM)
+        position = {int(pk): p for p, pk in enumerate(gen.index.rows.pks[:gen.index.rows.n])}
+        members = np.flatnonzero(mask)  # primary keys
+        rows = [position[int(pk)] for pk in members]
+        if gen.spec.distance is DistanceType.INNER_PRODUCT:
+            nearest = (vectors[members] @ centroids.T).argmax(1)
+        else:
+            nearest = ((vectors[members][:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+        allowed = np.zeros(ivf.ntotal, dtype=bool)
+        allowed[rows] = True
+        bitmap = np.packbits(allowed, bitorder="little")
+        params = faiss.SearchParametersIVF(nprobe=16, sel=faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)))
+        scores, found = ivf.search(q[None, :], K, params=params)
+        pks = [int(gen.index.rows.pks[p]) for p in found[0] if p >= 0]
+    return sorted(set(nearest.tolist())), pks, scores[0][:len(pks)]
+
+
+@pytest.mark.parametrize("distance", [DistanceType.SQUARED_EUCLIDEAN, DistanceType.INNER_PRODUCT])
+@pytest.mark.parametrize("reopen", [False, True])
+def test_qc_small_filter_probes_exactly_the_lists_holding_its_members(tmp_path, vectors, monkeypatch, reopen, distance):
+    """A narrow filter (its members in fewer lists than the widened probe) walks only those
+    lists and answers what a probe of all lists restricted to the members answers; the same
+    after a restart (the list of each position read back from the index file)."""
+    from adapter.engines.faissindex import VectorIndex
+
+    engine = load(tmp_path, vectors, VectorIndexType.QC, distance)
+    if reopen:
+        engine.close()
+        engine = EmbeddedEngine(tmp_path / VectorIndexType.QC.value)
+    probed: list[list[int]] = []
+    real = VectorIndex.search_lists
+    monkeypatch.setattr(VectorIndex, "search_lists",
+                        lambda self, q, k, sel, lists: probed.append(lists.tolist()) or real(self, q, k, sel, lists))
+    narrow = SELECTIVITIES["0.1%"]
+    mask = np.array([matches(narrow, i) for i in range(N)])
+    rng = np.random.default_rng(8)
+    for q in rng.standard_normal((5, DIM)).astype(np.float32):
+        res = engine.search(SearchPlan(table="items", vectors=q[None, :], k=K, filter=narrow,
+                                       search_params=SearchParams(nprobes=1)))
+        lists, pks, scores = _lists_and_full_probe(engine, vectors, q, mask)
+        assert probed.pop() == lists and len(lists) < 16
+        assert [h.pk for h in res.hits] == pks and len(pks) == min(K, int(mask.sum()))
+        np.testing.assert_allclose([h.score for h in res.hits], scores, rtol=1e-6)
     engine.close()

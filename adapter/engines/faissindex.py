@@ -52,7 +52,7 @@ class Selection:
     the bitmap it points into are built once, up front: a lazily built pair could be replaced
     by a racing search and freed under the other's feet."""
 
-    __slots__ = ("mask", "count", "_positions", "_bitmap", "selector", "params")
+    __slots__ = ("mask", "count", "_positions", "_bitmap", "selector", "params", "member_lists")
 
     def __init__(self, mask: np.ndarray, count: int | None = None):
         self.mask = mask
@@ -62,6 +62,7 @@ class Selection:
         # positions past the bitmap (staged by a write in progress) are never members
         self.selector = faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap))
         self.params: dict[tuple, Any] = {}  # faiss SearchParameters using this selector, by setting
+        self.member_lists: np.ndarray | None = None  # Qc: the IVF lists holding the members (VectorIndex)
 
     @property
     def fraction(self) -> float:
@@ -86,6 +87,11 @@ class VectorIndex:
         self.rows = RowTable(spec)
         self._params: dict[tuple, Any] = {}  # SearchParameters without a selector, by setting
         self._storage: Any = None
+        # Qc: each position's IVF list, in parts as add() assigned them (None: unknown, e.g. an
+        # index read from disk, until read from the inverted lists once), and their concatenation.
+        self._list_parts: list[np.ndarray] | None = None
+        self._lists: np.ndarray | None = None
+        self._quantizer: Any = None
 
     # -- construction ----------------------------------------------------------------
     def _empty(self) -> Any:
@@ -131,12 +137,23 @@ class VectorIndex:
         self.index = ivf
         self.quantized = True
         self._params = {}
+        self._list_parts, self._lists, self._quantizer = [], None, None
 
     # -- writes (callers hold the generation's exclusive lock, or own a private index) ----------
     def add(self, ids: np.ndarray, vectors: np.ndarray, pks, values: dict) -> slice:
         """Append vectors at the next positions, staged (not live) in the row table."""
         if len(ids):
-            self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            x = np.ascontiguousarray(vectors, dtype=np.float32)
+            if self.quantized:
+                # The coarse assignment faiss's own add() computes, kept: it tells a filtered
+                # search which lists hold the filter's members (search_lists).
+                lists = self.index.quantizer.assign(x, 1).ravel()
+                self.index.add_core(len(x), faiss.swig_ptr(x), None, faiss.swig_ptr(lists))
+                if self._list_parts is not None:
+                    self._list_parts.append(lists)
+                self._lists = None
+            else:
+                self.index.add(x)
         return self.rows.stage(ids, pks, values)
 
     def needs_compaction(self) -> bool:
@@ -176,6 +193,55 @@ class VectorIndex:
                      storage.ntotal, len(positions), k, faiss.swig_ptr(scores), faiss.swig_ptr(found), -1)
             return scores[0], found[0]
         return self._run(storage, query, k, self._search_params(("flat", 0), selection))
+
+    def member_lists(self, selection: Selection) -> np.ndarray:
+        """Qc: the IVF lists that hold the selection's members (sorted), cached with it."""
+        lists = selection.member_lists
+        if lists is None:
+            held = np.zeros(self.index.nlist, dtype=bool)
+            held[self._position_lists()[selection.positions]] = True
+            lists = selection.member_lists = np.flatnonzero(held).astype(np.int64)
+        return lists
+
+    def search_lists(self, query: np.ndarray, k: int, selection: Selection, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Qc: (scores, positions) over every member of the selection, from their int8 codes,
+        probing exactly the given lists (member_lists): what probing all lists would return,
+        without walking the lists that hold no member."""
+        nprobe = len(lists)
+        coarse = np.empty(nprobe, dtype=np.float32)  # query-to-centroid, as the list scanners expect
+        by_index = (faiss.fvec_inner_products_by_idx if self.metric == faiss.METRIC_INNER_PRODUCT
+                    else faiss.fvec_L2sqr_by_idx)
+        by_index(faiss.swig_ptr(coarse), faiss.swig_ptr(query), self._centroids().get_xb(), faiss.swig_ptr(lists),
+                 self.spec.dimension, 1, nprobe)
+        params = self._search_params(("nprobe", nprobe), selection)
+        scores = np.empty((1, k), dtype=np.float32)
+        found = np.empty((1, k), dtype=np.int64)
+        self.index.search_preassigned_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
+                                        faiss.swig_ptr(scores), faiss.swig_ptr(found), False, params, None)
+        return scores[0], found[0]
+
+    def _position_lists(self) -> np.ndarray:
+        lists = self._lists
+        if lists is not None and len(lists) == self.index.ntotal:
+            return lists
+        if self._list_parts is None:  # read once from the inverted lists (an index loaded from disk)
+            lists = np.empty(self.index.ntotal, dtype=np.int64)
+            invlists = self.index.invlists
+            for list_no in range(self.index.nlist):
+                size = invlists.list_size(list_no)
+                if size:
+                    ids = invlists.get_ids(list_no)
+                    lists[faiss.rev_swig_ptr(ids, size)] = list_no
+                    invlists.release_ids(list_no, ids)
+        else:
+            lists = np.concatenate(self._list_parts) if self._list_parts else np.empty(0, dtype=np.int64)
+        self._list_parts, self._lists = [lists], lists  # searches racing here compute the same array
+        return lists
+
+    def _centroids(self) -> Any:
+        if self._quantizer is None:
+            self._quantizer = faiss.downcast_index(self.index.quantizer)
+        return self._quantizer
 
     def _flat_storage(self) -> Any:
         if self._storage is None:

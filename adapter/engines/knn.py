@@ -4,8 +4,9 @@
 - HNSW: exact search over that set when scanning it costs less than a graph walk wide enough
   to find k of its members, else the graph walk restricted to the set (faiss
   ``SearchParameters.sel``) with efSearch widened by 1/selectivity;
-- Qc (IVF): the same lists restricted to the set, with nprobes widened by 2/selectivity (all
-  lists, i.e. exact over the int8 codes, when the set is small);
+- Qc (IVF): when the lists that hold the set's members are no more than the probe would walk
+  (nprobes widened by 2/selectivity; all lists when the set is small), exactly those lists,
+  which is exact over the members' int8 codes; else the widened probe restricted to the set;
 - Linear, and Qc before training: exact over the set.
 
 Whenever an approximate search finds fewer than min(k, members) hits, the answer is the exact
@@ -51,6 +52,10 @@ def search_vector(index: VectorIndex, query: np.ndarray, k: int, selection: Sele
             nprobes = nlist
         elif selection is not None:  # a filter, or dead positions to hide
             nprobes = min(nlist, math.ceil((IVF_WIDENING if filtered else 1) * nprobes / fraction))
+        if selection is not None and (filtered or small):
+            lists = index.member_lists(selection)
+            if len(lists) <= nprobes:  # no more lists than the probe would walk, and every member in them
+                return _found(*index.search_lists(query, k, selection, lists))
         scores, found = index.search(query, k, selection, nprobes=nprobes)
         if found[want - 1] < 0 and nprobes < nlist:
             scores, found = index.search(query, k, selection, nprobes=nlist)  # all lists: every member
