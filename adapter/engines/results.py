@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
+import faiss
 import numpy as np
 
 from adapter.engines.sqlfilter import attribute_field
@@ -21,7 +22,7 @@ from adapter.plan.tree import RANK, SearchPlan, SortKey
 from adapter.schema.model import TableSpec
 from adapter.vectors import MAX_NORM, vectors_problem
 
-MAX_SQUARED_NORM = MAX_NORM * MAX_NORM  # float64, as vectors_problem compares
+MAX_SQUARED_NORM = MAX_NORM * MAX_NORM
 
 
 def merge_vectors(per_vector: Sequence[Iterable[tuple[Any, float]]], mode: str) -> dict[Any, float]:
@@ -162,11 +163,10 @@ def query_vectors(spec: TableSpec, plan: SearchPlan) -> np.ndarray:
 def _within_rule_float32(queries: np.ndarray) -> bool:
     """The vector rule's yes in one pass, for float32 input (every search's hot path): the sum
     of all squared components, over every row, bounds each row's squared norm, so a sum within
-    MAX_NORM^2 clears them all. A NaN or infinite component makes the sum NaN or inf, which
-    fails the comparison; a no (possibly several rows that pass one by one) goes to
-    vectors_problem for the exact answer. In float64, squares of float32 values cannot overflow
-    (no warning), and one BLAS dot is cheaper than a per-row reduction."""
-    if queries.dtype != np.float32:
+    MAX_NORM^2 clears them all. A NaN or infinite component, or a square past float32, makes
+    the sum NaN or inf, which fails the comparison; a no (possibly several rows that pass one
+    by one) goes to vectors_problem for the exact answer. faiss's SIMD kernel reads the array in
+    place and, unlike numpy, keeps no floating-point error state to warn about overflow."""
+    if queries.dtype != np.float32 or not queries.flags.c_contiguous:
         return False
-    flat = queries.astype(np.float64).ravel()
-    return bool(flat @ flat <= MAX_SQUARED_NORM)  # NaN compares false
+    return bool(faiss.fvec_norm_L2sqr(faiss.swig_ptr(queries), queries.size) <= MAX_SQUARED_NORM)  # NaN: false
