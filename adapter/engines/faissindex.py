@@ -87,10 +87,9 @@ class VectorIndex:
         self.rows = RowTable(spec)
         self._params: dict[tuple, Any] = {}  # SearchParameters without a selector, by setting
         self._storage: Any = None
-        # Qc: each position's IVF list, in parts as add() assigned them (None: unknown, e.g. an
-        # index read from disk, until read from the inverted lists once), and their concatenation.
+        # Qc: each position's IVF list, in parts as add() assigned them (joined into one when a
+        # search needs them); None: unknown (an index read from disk) until read from the lists.
         self._list_parts: list[np.ndarray] | None = None
-        self._lists: np.ndarray | None = None
         self._quantizer: Any = None
 
     # -- construction ----------------------------------------------------------------
@@ -137,7 +136,7 @@ class VectorIndex:
         self.index = ivf
         self.quantized = True
         self._params = {}
-        self._list_parts, self._lists, self._quantizer = [], None, None
+        self._list_parts, self._quantizer = [], None
 
     # -- writes (callers hold the generation's exclusive lock, or own a private index) ----------
     def add(self, ids: np.ndarray, vectors: np.ndarray, pks, values: dict) -> slice:
@@ -151,7 +150,6 @@ class VectorIndex:
                 self.index.add_core(len(x), faiss.swig_ptr(x), None, faiss.swig_ptr(lists))
                 if self._list_parts is not None:
                     self._list_parts.append(lists)
-                self._lists = None
             else:
                 self.index.add(x)
         return self.rows.stage(ids, pks, values)
@@ -211,7 +209,7 @@ class VectorIndex:
         coarse = np.empty(nprobe, dtype=np.float32)  # query-to-centroid, as the list scanners expect
         by_index = (faiss.fvec_inner_products_by_idx if self.metric == faiss.METRIC_INNER_PRODUCT
                     else faiss.fvec_L2sqr_by_idx)
-        by_index(faiss.swig_ptr(coarse), faiss.swig_ptr(query), self._centroids().get_xb(), faiss.swig_ptr(lists),
+        by_index(faiss.swig_ptr(coarse), faiss.swig_ptr(query), self._coarse_quantizer().get_xb(), faiss.swig_ptr(lists),
                  self.spec.dimension, 1, nprobe)
         params = self._search_params(("nprobe", nprobe), selection)
         scores = np.empty((1, k), dtype=np.float32)
@@ -221,10 +219,10 @@ class VectorIndex:
         return scores[0], found[0]
 
     def _position_lists(self) -> np.ndarray:
-        lists = self._lists
-        if lists is not None and len(lists) == self.index.ntotal:
-            return lists
-        if self._list_parts is None:  # read once from the inverted lists (an index loaded from disk)
+        parts = self._list_parts
+        if parts is not None and len(parts) == 1:
+            return parts[0]
+        if parts is None:  # read once from the inverted lists (an index loaded from disk)
             lists = np.empty(self.index.ntotal, dtype=np.int64)
             invlists = self.index.invlists
             for list_no in range(self.index.nlist):
@@ -234,11 +232,12 @@ class VectorIndex:
                     lists[faiss.rev_swig_ptr(ids, size)] = list_no
                     invlists.release_ids(list_no, ids)
         else:
-            lists = np.concatenate(self._list_parts) if self._list_parts else np.empty(0, dtype=np.int64)
-        self._list_parts, self._lists = [lists], lists  # searches racing here compute the same array
+            lists = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        self._list_parts = [lists]  # searches racing here compute the same array
         return lists
 
-    def _centroids(self) -> Any:
+    def _coarse_quantizer(self) -> Any:
+        """The IVF index's flat quantizer (its centroids), as its own class."""
         if self._quantizer is None:
             self._quantizer = faiss.downcast_index(self.index.quantizer)
         return self._quantizer
