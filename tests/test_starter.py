@@ -155,7 +155,7 @@ def test_soup_is_the_mean_of_members_trained_on_different_batch_orders(monkeypat
 
     from adapter.embed.training import train_starter
 
-    def member(variant, d, steps=None, order_seed=None):
+    def member(variant, d, steps=None, order_seed=None, recipe=None, start=None):
         torch.manual_seed(order_seed)  # stands in for training: weights that depend on the order seed
         heads = starter.StarterHeads(img_hidden=8, txt_hidden=8)
         for p in heads.parameters():
@@ -163,12 +163,38 @@ def test_soup_is_the_mean_of_members_trained_on_different_batch_orders(monkeypat
         return heads
 
     monkeypatch.setattr(train_starter, "train", member)
-    monkeypatch.setitem(train_starter.RECIPES["clip_ecom"], "soup", 3)
-    soup = train_starter.train_soup("clip_ecom", {}).state_dict()
-    states = [member("clip_ecom", {}, order_seed=train_starter.SEED + k).state_dict() for k in range(3)]
+    monkeypatch.setitem(train_starter.RECIPES, "one_stage", dict(steps=10, soup=3))
+    soup = train_starter.train_soup("one_stage", {}).state_dict()
+    states = [member("one_stage", {}, order_seed=train_starter.SEED + k).state_dict() for k in range(3)]
     assert not torch.equal(states[0]["img_feat.weight"], states[1]["img_feat.weight"])
     for key, value in soup.items():
         torch.testing.assert_close(value, (states[0][key] + states[1][key] + states[2][key]) / 3)
-    monkeypatch.setitem(train_starter.RECIPES["clip_ecom"], "soup", 1)
-    torch.testing.assert_close(train_starter.train_soup("clip_ecom", {}).state_dict()["img_feat.weight"],
+    monkeypatch.setitem(train_starter.RECIPES["one_stage"], "soup", 1)
+    torch.testing.assert_close(train_starter.train_soup("one_stage", {}).state_dict()["img_feat.weight"],
                                states[0]["img_feat.weight"])
+
+
+def test_finetune_stage_continues_from_the_first_stages_soup(monkeypatch):
+    import torch
+
+    from adapter.embed.training import train_starter
+
+    calls = []
+
+    def member(variant, d, steps=None, order_seed=None, recipe=None, start=None):
+        calls.append((recipe, start))
+        heads = torch.nn.Linear(1, 1, bias=False)
+        with torch.no_grad():  # soup member k adds k + 1 to where it started
+            heads.weight.fill_((0.0 if start is None else float(start["weight"])) + order_seed - train_starter.SEED + 1)
+        return heads
+
+    monkeypatch.setattr(train_starter, "train", member)
+    monkeypatch.setitem(train_starter.RECIPES, "two_stage", dict(soup=2, lr=1e-3, steps=10, w_clothing=0.0,
+                                                                 finetune=dict(lr=1e-4, w_clothing=5.0)))
+    out = train_starter.train_soup("two_stage", {})
+    # stage 1: members at 1 and 2 average to 1.5; stage 2: one member from there, 1.5 + 1
+    assert out.weight.item() == 2.5
+    assert [start is None for _, start in calls] == [True, True, False]
+    stage2 = calls[2][0]
+    assert (stage2["lr"], stage2["w_clothing"], stage2["soup"], stage2["steps"]) == (1e-4, 5.0, 1, 10)
+    assert (calls[0][0]["lr"], calls[0][0]["w_clothing"]) == (1e-3, 0.0)

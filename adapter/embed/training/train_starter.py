@@ -21,7 +21,9 @@ Supervision, mixed per step:
   tags) ↔ the street photos that wear them, and each photo against every garment's prompt
   ensemble, look-alike garments as hard negatives (``clothing_loss``).
 Heads start from the zero-shot mapping (image = Σ p_c · text(prompt_c)), then train; a recipe
-with ``soup`` > 1 trains that many runs on different batch orders and averages their weights.
+with ``soup`` > 1 trains that many runs on different batch orders and averages their weights;
+one with ``finetune`` then continues from that average in a second stage with those overrides
+(clip_ecom: garments and augmented views after its products-first soup).
 """
 
 from __future__ import annotations
@@ -78,12 +80,21 @@ RECIPES = {
     # or anchor weights (0.894, 0.896), brand-less names as extra texts (0.892), w_fashion 1 with
     # w_names 5 (0.910); at one run: foreground colour histograms (0.884), a crop around the
     # product's bounding box (0.886), img_hidden 640 (0.891 at soup 2), 900 steps (0.897).
-    # With clothing and aug views (one run, holdout): w_clothing 1: fashion R@10 0.895, clothing
-    # tag P@10 0.363, zero-shot agreement 0.535; w_clothing 2: 0.885/0.363/0.509; w_anchor 1 and
-    # w_pseudo 0.5 restore agreement (0.825) but cost garments (0.329) and fashion (0.889).
+    # Garments come in a second stage (``finetune``): the products-first soup above, then 300 steps
+    # at lr 1e-4 with clothing-parsing (w_clothing 5) and the augmented views. One-run holdout
+    # (fashion R@10 / subCategory P@10 / clothing tag P@10 "wearing", plain / zero-shot agreement):
+    # products-first alone 0.909/0.898/0.223/0.183/0.895; clothing and aug views from the start
+    # (w_clothing 1) 0.895/0.908/0.363/0.349/0.535 (w_clothing 2: 0.885 fashion; w_anchor 1 with
+    # w_pseudo 0.5: agreement 0.825 but clothing 0.329); weight interpolation of those two, α 0.5:
+    # 0.906/0.912/0.337/0.360/0.746; second stage w_clothing 3 at 150 steps 0.920/0.923/0.337/
+    # 0.337/0.781, 300 steps 0.910/0.916/0.340/0.374/0.772; w_clothing 8 at 150 steps
+    # 0.908/0.920/0.366/0.357/0.719; w_clothing 5 at 300 steps 0.908/0.915/0.369/0.371/0.728 (the
+    # pick); clothing plateaus there: w_clothing 8 or 12 at 300 steps 0.340/0.351, 600 steps
+    # 0.346/0.363, lr 2e-4 0.354/0.369, a soup of two second stages 0.346/0.363.
     "clip_ecom": dict(w_flickr=0.3, w_fashion=3.0, w_anchor=0.3, w_pseudo=0.2, lr=1e-3, wd=0.2, steps=600,
                       img_hidden=384, txt_hidden=384, colour_bins=4, taps=("b4g", "b10g", "b15"), w_names=5.0, soup=4,
-                      w_clothing=1.0, views=("aug0", "aug1")),
+                      views=("aug0", "aug1"), sample_views=False,
+                      finetune=dict(w_clothing=5.0, lr=1e-4, steps=300, sample_views=True)),
 }
 
 
@@ -238,14 +249,17 @@ def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Te
 
 
 def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log_every: int = 100,
-          order_seed: int | None = None) -> starter.StarterHeads:
-    """order_seed: the batches' seed, when not seed (the initialisation's)."""
-    recipe = RECIPES[variant]
+          order_seed: int | None = None, recipe: dict | None = None, start: dict | None = None) -> starter.StarterHeads:
+    """order_seed: the batches' seed, when not seed (the initialisation's); recipe: this stage's
+    (default the variant's); start: heads' state to continue from instead of the zero-shot init."""
+    recipe = recipe or RECIPES[variant]
     steps = steps or recipe["steps"]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed if order_seed is None else order_seed)
     heads = init_heads(d, seed, recipe.get("img_hidden", 0), recipe.get("colour_bins", 0), recipe.get("txt_hidden", 1024),
                        tuple(recipe.get("taps", ())))
+    if start is not None:
+        heads.load_state_dict(start)
     heads.train()
     lr, wd = recipe.get("lr", 1e-3), recipe.get("wd", 0.05)
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=wd)
@@ -255,7 +269,7 @@ def train(variant: str, d: dict, seed: int = SEED, steps: int | None = None, log
     n_tmpl = d["prompt_txt"].shape[1]
 
     def features(prefix: str, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n_views = d[f"{prefix}_pooled"].shape[0]
+        n_views = d[f"{prefix}_pooled"].shape[0] if recipe.get("sample_views", True) else 1
         v = torch.randint(n_views, (len(im),), generator=gen) if n_views > 1 else torch.zeros(len(im), dtype=torch.long)
         return d[f"{prefix}_pooled"][v, im], d[f"{prefix}_logits"][v, im], d[f"{prefix}_colour"][v, im]
 
@@ -337,8 +351,18 @@ def train_soup(variant: str, d: dict, steps: int | None = None) -> starter.Start
     """The recipe's ``soup`` members (default 1) trained from one initialisation on differently
     ordered batches, their weights averaged: a "model soup" (Wortsman et al., 2022). Runs
     started from the same point stay in one basin, so their average is a model too, usually
-    better than its members (recipe comments), at no inference cost."""
-    members = [train(variant, d, steps=steps, order_seed=SEED + k) for k in range(RECIPES[variant].get("soup", 1))]
+    better than its members (recipe comments), at no inference cost. A recipe's ``finetune``
+    (overrides of its keys) is a second stage that continues from the first stage's soup."""
+    recipe = RECIPES[variant]
+    soup = _soup(variant, d, recipe, steps, None)
+    if "finetune" in recipe:
+        soup = _soup(variant, d, {**recipe, "soup": 1, **recipe["finetune"]}, None, soup.state_dict())
+    return soup
+
+
+def _soup(variant: str, d: dict, recipe: dict, steps: int | None, start: dict | None) -> starter.StarterHeads:
+    members = [train(variant, d, steps=steps, order_seed=SEED + k, recipe=recipe, start=start)
+               for k in range(recipe.get("soup", 1))]
     states = [m.state_dict() for m in members]
     soup = members[0]
     soup.load_state_dict({key: torch.stack([s[key] for s in states]).mean(0) for key in states[0]})
