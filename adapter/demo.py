@@ -66,6 +66,19 @@ SHIPPED_PHOTOS: list[tuple[str, str, int, str]] = [
     ("sklearn", "datasets/images/flower.jpg", 5, "a flower"),
 ]
 
+# Searches the banner suggests: concepts among ImageNet's classes, which the offline starter
+# `clip` (an ImageNet backbone) places first among these photos (tests/test_demo.py checks
+# each); most other photos here (micrographs, grayscale textures, deep space) are outside
+# what it learned. (query, the path in SHIPPED_PHOTOS it finds)
+STARTER_QUERIES: tuple[tuple[str, str], ...] = (
+    ("a cat", "data/chelsea.png"),
+    ("a cup of coffee", "data/coffee.png"),
+    ("a motorcycle", "data/motorcycle_left.png"),
+    ("a clock", "data/clock_motion.png"),
+    ("a photographer", "data/camera.png"),
+    ("a temple", "datasets/images/china.jpg"),
+)
+
 
 @dataclass(frozen=True)
 class DemoPhoto:
@@ -281,6 +294,7 @@ The same data directory without the demo (it holds the table, its photos and its
 """
     return f"""\
 Search page:   {base_url}/ui/   (user {user}, password {password})
+Try searching: {", ".join(query for query, _ in STARTER_QUERIES)}
 
 HA3 query string, text "{text}" (Base64 {b64}):
   curl -u {user}:{password} -G '{base_url}/query' --data-urlencode "query={query}"
