@@ -91,7 +91,8 @@ RECIPES = {
     # 0.908/0.920/0.366/0.357/0.719; w_clothing 5 at 300 steps 0.908/0.915/0.369/0.371/0.728 (the
     # pick); clothing plateaus there: w_clothing 8 or 12 at 300 steps 0.340/0.351, 600 steps
     # 0.346/0.363, lr 2e-4 0.354/0.369, a soup of two second stages 0.346/0.363; both stages on
-    # lite2 with its own taps (blocks 6g, 14g, 20) 0.912/0.914/0.360/0.346/0.700.
+    # lite2 with its own taps (blocks 6g, 14g, 20) 0.912/0.914/0.360/0.346/0.700; the whole photo
+    # squashed to 224² instead of the centre crop (view "squash") 0.910/0.918/0.360/0.374/0.740.
     "clip_ecom": dict(w_flickr=0.3, w_fashion=3.0, w_anchor=0.3, w_pseudo=0.2, lr=1e-3, wd=0.2, steps=600,
                       img_hidden=384, txt_hidden=384, colour_bins=4, taps=("b4g", "b10g", "b15"), w_names=5.0, soup=4,
                       views=("aug0", "aug1"), sample_views=False,
