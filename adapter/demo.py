@@ -69,14 +69,14 @@ SHIPPED_PHOTOS: list[tuple[str, str, int, str]] = [
 # Searches the banner suggests: concepts among ImageNet's classes, which the offline starter
 # `clip` (an ImageNet backbone) places first among these photos (tests/test_demo.py checks
 # each); most other photos here (micrographs, grayscale textures, deep space) are outside
-# what it learned. (query, the path in SHIPPED_PHOTOS it finds)
+# what it learned. (query, the photo it finds, keyed as ``stored_gallery`` keys them)
 STARTER_QUERIES: tuple[tuple[str, str], ...] = (
-    ("a cat", "data/chelsea.png"),
-    ("a cup of coffee", "data/coffee.png"),
-    ("a motorcycle", "data/motorcycle_left.png"),
-    ("a clock", "data/clock_motion.png"),
-    ("a photographer", "data/camera.png"),
-    ("a temple", "datasets/images/china.jpg"),
+    ("a cat", "skimage:data/chelsea.png"),
+    ("a cup of coffee", "skimage:data/coffee.png"),
+    ("a motorcycle", "skimage:data/motorcycle_left.png"),
+    ("a clock", "skimage:data/clock_motion.png"),
+    ("a photographer", "skimage:data/camera.png"),
+    ("a temple", "sklearn:datasets/images/china.jpg"),
 )
 
 
@@ -107,6 +107,17 @@ def shipped_photos() -> list[DemoPhoto]:
         if root is not None and (root / rel).is_file():
             photos.append(DemoPhoto(pk, root / rel, cate_id, caption))
     return photos
+
+
+def stored_gallery() -> dict[str, Image.Image]:
+    """The shipped photos as the demo's bucket stores them (``encode_jpeg``), keyed
+    "package:path": what a model is measured against (bench/quality.py, STARTER_QUERIES)."""
+    gallery: dict[str, Image.Image] = {}
+    for package, rel, _, _ in SHIPPED_PHOTOS:
+        root = package_dir(package)
+        if root is not None and (root / rel).is_file():
+            gallery[f"{package}:{rel}"] = Image.open(io.BytesIO(encode_jpeg(root / rel))).convert("RGB")
+    return gallery
 
 
 def folder_photos(folder: Path) -> list[DemoPhoto]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adapter import demo  # noqa: E402
 from adapter.embed import starter  # noqa: E402
 from adapter.embed.training import data  # noqa: E402
 
@@ -81,22 +81,6 @@ def clothing_tags(rows: list[dict]) -> list[str]:
 def read_concepts(path: Path = CONCEPTS) -> list[tuple[str, str]]:
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
     return [(row["query"], row["photo"]) for row in csv.DictReader(lines)]
-
-
-def demo_gallery() -> tuple[list[str], list]:
-    """The demo's photos as its bucket stores them (re-encoded JPEG), keyed package:path."""
-    from PIL import Image
-
-    from adapter import demo
-
-    keys, images = [], []
-    for package, rel, _, _ in demo.SHIPPED_PHOTOS:
-        root = demo.package_dir(package)
-        if root is None or not (root / rel).is_file():
-            continue
-        keys.append(f"{package}:{rel}")
-        images.append(Image.open(io.BytesIO(demo.encode_jpeg(root / rel))).convert("RGB"))
-    return keys, images
 
 
 def evaluate(encoder, root: Path) -> dict[str, float]:
@@ -152,7 +136,8 @@ def evaluate(encoder, root: Path) -> dict[str, float]:
     res["imagenet_zeroshot_top5"] = float(np.mean((order == truth[:, None]).any(1)))
 
     # the demo's photos and the fixed concept list
-    keys, images = demo_gallery()
+    gallery = demo.stored_gallery()
+    keys, images = list(gallery), list(gallery.values())
     concepts = [(q, keys.index(photo)) for q, photo in read_concepts() if photo in keys]
     zi = encoder.encode_images(images)
     zt = encoder.encode_texts([q for q, _ in concepts])

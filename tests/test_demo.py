@@ -349,20 +349,16 @@ def test_rebuild_cli_with_data_dir_runs_a_pipeline_kept_elsewhere(demo_dir, mode
 def test_each_suggested_search_finds_its_photo_first_with_the_starter_clip():
     """The banner's STARTER_QUERIES, through the default offline model, against the demo's
     photos as its bucket stores them (re-encoded JPEG): each one's photo ranks first."""
-    import io
-
     import numpy as np
 
     from adapter import demo
     from adapter.embed import starter
 
-    paths, images = [], []
-    for package, rel, _, _ in SHIPPED_PHOTOS:
-        root = demo.package_dir(package)
-        paths.append(rel)
-        images.append(Image.open(io.BytesIO(demo.encode_jpeg(root / rel))).convert("RGB"))
+    gallery = demo.stored_gallery()
+    assert len(gallery) == len(SHIPPED_PHOTOS)
+    keys = list(gallery)
     encoder = starter.StarterEncoder("clip")
-    scores = encoder.encode_texts([q for q, _ in demo.STARTER_QUERIES]) @ encoder.encode_images(images).T
-    found = {query: paths[int(np.argmax(row))] for (query, _), row in zip(demo.STARTER_QUERIES, scores)}
+    scores = encoder.encode_texts([q for q, _ in demo.STARTER_QUERIES]) @ encoder.encode_images(list(gallery.values())).T
+    found = {query: keys[int(np.argmax(row))] for (query, _), row in zip(demo.STARTER_QUERIES, scores)}
     assert found == dict(demo.STARTER_QUERIES)
     assert "Try searching: a cat, a cup of coffee" in demo.examples("http://127.0.0.1:1", "u", "p")
